@@ -1,0 +1,22 @@
+"""chunkwire: serve HTTP from Python plugins over gRPC streams."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .plugin import Plugin
+
+
+def __getattr__(name: str) -> Any:
+    # The plugin SDK pulls in grpc; keep `import chunkwire._core` light.
+    if name == "Plugin":
+        from .plugin import Plugin
+
+        return Plugin
+    raise AttributeError(f"module 'chunkwire' has no attribute {name!r}")
+
+
+__all__ = ["Plugin", "__version__"]

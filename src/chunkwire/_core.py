@@ -1,0 +1,68 @@
+"""The core, compiled when available: ``CHUNKWIRE_NO_EXTENSIONS=1`` forces the pure twin."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import TYPE_CHECKING
+
+NO_EXTENSIONS = os.environ.get("CHUNKWIRE_NO_EXTENSIONS", "") not in ("", "0") or (
+    platform.python_implementation() != "CPython"
+)
+
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._core_py import (
+        COMPILED,
+        DEFAULT_CHUNK_SIZE,
+        Chunker,
+        RequestFrame,
+        ResponseFrame,
+        decode_request_frame,
+        decode_response_frame,
+        encode_request_frame,
+        encode_response_frame,
+        encode_sse,
+    )
+else:
+    try:
+        from ._core_c import (
+            COMPILED,
+            DEFAULT_CHUNK_SIZE,
+            Chunker,
+            RequestFrame,
+            ResponseFrame,
+            decode_request_frame,
+            decode_response_frame,
+            encode_request_frame,
+            encode_response_frame,
+            encode_sse,
+        )
+    except ImportError:  # pragma: no cover - exercised where no compiler ran
+        from ._core_py import (
+            COMPILED,
+            DEFAULT_CHUNK_SIZE,
+            Chunker,
+            RequestFrame,
+            ResponseFrame,
+            decode_request_frame,
+            decode_response_frame,
+            encode_request_frame,
+            encode_response_frame,
+            encode_sse,
+        )
+
+from ._errors import FrameError
+
+__all__ = [
+    "COMPILED",
+    "DEFAULT_CHUNK_SIZE",
+    "Chunker",
+    "FrameError",
+    "RequestFrame",
+    "ResponseFrame",
+    "decode_request_frame",
+    "decode_response_frame",
+    "encode_request_frame",
+    "encode_response_frame",
+    "encode_sse",
+]

@@ -1,0 +1,480 @@
+"""Pure-Python core: the reference twin of ``chunkwire._core_c``.
+
+Both modules expose the same names and behave identically, errors included;
+``chunkwire._core`` picks one. Docstrings live here, where readers look.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from ._errors import FrameError
+
+COMPILED = False
+
+DEFAULT_CHUNK_SIZE = 65536
+
+_TAG_INIT = 0x0A  # field 1, length-delimited
+_TAG_BODY = 0x12  # field 2, length-delimited
+_TAG_COMPLETE = 0x18  # field 3, varint
+_TAG_FLUSH = 0x20  # field 4, varint
+
+_MAX_VARINT_LEN = 10
+_MAX_GROUP_DEPTH = 100
+
+
+
+def _as_bytes_view(data: Any) -> memoryview:
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(
+            f"data must be a bytes-like object, not {type(data).__name__!r}"
+        ) from None
+    if not view.c_contiguous:
+        view.release()
+        raise BufferError("data must be a C-contiguous buffer")
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+class Chunker:
+    """Fixed-capacity ring buffer that cuts a byte stream into chunks.
+
+    ``write`` accepts any C-contiguous buffer and copies as much as fits,
+    returning the count (0 means full: apply backpressure). ``pop`` returns
+    ``(chunk, at_flush)`` pairs of 1..chunk_size bytes, or None.
+
+    ``flush()`` marks a boundary at the current end of the stream: the chunk
+    that reaches it ends there even if short, and comes out of ``pop`` with
+    ``at_flush`` True. Chunks never cross a boundary. A flush while
+    ``pending == 0`` has nothing to end and yields no chunk (and no empty
+    chunk); a caller that must still signal it, such as a response flush
+    with nothing buffered, checks ``pending == 0`` before calling
+    ``flush()`` and sends an empty frame with the flush flag itself.
+    A second flush at the same position is the same boundary.
+    """
+
+    __slots__ = (
+        "_boundaries",
+        "_buf",
+        "_capacity",
+        "_chunk_size",
+        "_head",
+        "_pending",
+        "_read_pos",
+        "_view",
+    )
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE, capacity: int | None = None) -> None:
+        chunk_size = int(chunk_size)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if capacity is None:
+            capacity = 4 * chunk_size
+        capacity = int(capacity)
+        if capacity < chunk_size:
+            raise ValueError(
+                f"capacity must be >= chunk_size ({chunk_size}), got {capacity}"
+            )
+        self._chunk_size = chunk_size
+        self._capacity = capacity
+        self._buf = bytearray(capacity)
+        self._view = memoryview(self._buf)
+        self._head = 0  # ring index of the oldest pending byte
+        self._pending = 0
+        self._read_pos = 0  # stream offset of the oldest pending byte
+        # Stream offsets of flush boundaries, strictly increasing, each past
+        # _read_pos; never more of them than pending bytes.
+        self._boundaries: deque[int] = deque()
+
+    @property
+    def chunk_size(self) -> int:
+        return self._chunk_size
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def pending(self) -> int:
+        """Bytes written and not yet popped."""
+        return self._pending
+
+    @property
+    def free(self) -> int:
+        """Bytes the next write can accept; ``pending + free == capacity``."""
+        return self._capacity - self._pending
+
+    def write(self, data: Any) -> int:
+        """Copy as much of ``data`` as fits; return the number of bytes taken."""
+        view = _as_bytes_view(data)
+        with view:
+            n = min(view.nbytes, self._capacity - self._pending)
+            if n:
+                self._copy_in(view, n)
+            return n
+
+    def write_many(self, buffers: Iterable[Any]) -> int:
+        """Write buffers in order until one does not fit whole.
+
+        Returns the total number of bytes taken; the first buffer not taken
+        whole may have been taken in part.
+        """
+        total = 0
+        for data in buffers:
+            view = _as_bytes_view(data)
+            with view:
+                size = view.nbytes
+                n = min(size, self._capacity - self._pending)
+                if n:
+                    self._copy_in(view, n)
+            total += n
+            if n < size:
+                break
+        return total
+
+    def _copy_in(self, view: memoryview, n: int) -> None:
+        cap = self._capacity
+        tail = (self._head + self._pending) % cap
+        first = min(n, cap - tail)
+        self._view[tail : tail + first] = view[:first]
+        if first < n:
+            self._view[: n - first] = view[first:n]
+        self._pending += n
+
+    def flush(self) -> None:
+        """Mark a boundary at the current end; see the class docstring."""
+        if self._pending == 0:
+            return
+        end = self._read_pos + self._pending
+        if not self._boundaries or self._boundaries[-1] != end:
+            self._boundaries.append(end)
+
+    def _next_size(self, final: bool) -> tuple[int, bool]:
+        if self._boundaries:
+            distance = self._boundaries[0] - self._read_pos
+            if distance <= self._chunk_size:
+                return distance, True
+            return self._chunk_size, False
+        if self._pending >= self._chunk_size:
+            return self._chunk_size, False
+        if final:
+            return self._pending, False
+        return 0, False
+
+    def _take(self, n: int, at_flush: bool) -> bytes:
+        cap = self._capacity
+        head = self._head
+        first = min(n, cap - head)
+        if first == n:
+            chunk = bytes(self._view[head : head + n])
+        else:
+            chunk = b"".join((self._view[head:cap], self._view[: n - first]))
+        self._head = (head + n) % cap
+        self._pending -= n
+        self._read_pos += n
+        if at_flush:
+            self._boundaries.popleft()
+        return chunk
+
+    def pop(self, final: bool = False) -> tuple[bytes, bool] | None:
+        """Return the next ``(chunk, at_flush)``, or None.
+
+        In order of preference: a full chunk_size chunk buffered before the
+        next boundary; the bytes up to a pending boundary (``at_flush`` True);
+        with ``final``, whatever remains; otherwise None.
+        """
+        n, at_flush = self._next_size(final)
+        if n == 0:
+            return None
+        return self._take(n, at_flush), at_flush
+
+    def pop_request_frame(self, final: bool = False) -> bytes | None:
+        """Like ``pop``, but return the chunk as a ServeHTTPRequest frame.
+
+        ``body_complete`` is set when ``final`` is true and the chunk leaves
+        nothing pending. Returns None where ``pop`` would; with ``final`` and
+        nothing pending, send ``encode_request_frame(b"", complete=True)``.
+        """
+        n, at_flush = self._next_size(final)
+        if n == 0:
+            return None
+        complete = final and n == self._pending
+        return encode_request_frame(self._take(n, at_flush), complete=complete)
+
+    def pop_response_frame(self, final: bool = False) -> bytes | None:
+        """Like ``pop_request_frame``, for ServeHTTPResponse (``flush`` = at_flush)."""
+        n, at_flush = self._next_size(final)
+        if n == 0:
+            return None
+        complete = final and n == self._pending
+        return encode_response_frame(self._take(n, at_flush), complete=complete, flush=at_flush)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Chunker chunk_size={self._chunk_size} capacity={self._capacity} "
+            f"pending={self._pending}>"
+        )
+
+
+# -- frame codec -------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _encode(body: Any, complete: bool, flush: bool) -> bytes:
+    view = _as_bytes_view(body)
+    with view:
+        parts: list[bytes | memoryview] = []
+        if view.nbytes:
+            parts += [b"\x12", _varint(view.nbytes), view]
+        if complete:
+            parts.append(b"\x18\x01")
+        if flush:
+            parts.append(b"\x20\x01")
+        return b"".join(parts)
+
+
+def encode_request_frame(body: Any, *, complete: bool = False) -> bytes:
+    """Protobuf bytes of ServeHTTPRequest{body_chunk=body, body_complete=complete}.
+
+    Byte-identical to the generated class's ``SerializeToString()``.
+    """
+    return _encode(body, complete, False)
+
+
+def encode_response_frame(body: Any, *, complete: bool = False, flush: bool = False) -> bytes:
+    """Protobuf bytes of ServeHTTPResponse with body_chunk, body_complete, flush."""
+    return _encode(body, complete, flush)
+
+
+class RequestFrame:
+    """A decoded ServeHTTPRequest: ``init`` bytes or None, ``body`` view, ``complete``."""
+
+    __slots__ = ("body", "complete", "init")
+
+    def __init__(self, init: bytes | None, body: memoryview, complete: bool) -> None:
+        self.init = init
+        self.body = body
+        self.complete = complete
+
+    def __repr__(self) -> str:
+        return (
+            f"<RequestFrame init={self.init is not None} body={self.body.nbytes}B "
+            f"complete={self.complete}>"
+        )
+
+
+class ResponseFrame:
+    """A decoded ServeHTTPResponse: ``init``, ``body``, ``complete``, ``flush``."""
+
+    __slots__ = ("body", "complete", "flush", "init")
+
+    def __init__(self, init: bytes | None, body: memoryview, complete: bool, flush: bool) -> None:
+        self.init = init
+        self.body = body
+        self.complete = complete
+        self.flush = flush
+
+    def __repr__(self) -> str:
+        return (
+            f"<ResponseFrame init={self.init is not None} body={self.body.nbytes}B "
+            f"complete={self.complete} flush={self.flush}>"
+        )
+
+
+def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    for _ in range(_MAX_VARINT_LEN):
+        if pos >= end:
+            raise FrameError(f"truncated varint at offset {pos}")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result & 0xFFFFFFFFFFFFFFFF, pos
+        shift += 7
+    raise FrameError(f"varint longer than {_MAX_VARINT_LEN} bytes at offset {pos - _MAX_VARINT_LEN}")
+
+
+def _skip_field(buf: memoryview, pos: int, end: int, wire_type: int, field: int, depth: int) -> int:
+    if wire_type == 0:
+        return _read_varint(buf, pos, end)[1]
+    if wire_type == 1:
+        if end - pos < 8:
+            raise FrameError(f"truncated 64-bit field {field} at offset {pos}")
+        return pos + 8
+    if wire_type == 5:
+        if end - pos < 4:
+            raise FrameError(f"truncated 32-bit field {field} at offset {pos}")
+        return pos + 4
+    if wire_type == 2:
+        length, pos = _read_varint(buf, pos, end)
+        if length > end - pos:
+            raise FrameError(f"length {length} of field {field} runs past the end at offset {pos}")
+        return pos + length
+    if wire_type == 3:
+        if depth >= _MAX_GROUP_DEPTH:
+            raise FrameError(f"groups nested deeper than {_MAX_GROUP_DEPTH}")
+        while True:
+            tag_pos = pos
+            tag, pos = _read_tag(buf, pos, end)
+            inner_field, inner_type = tag >> 3, tag & 7
+            if inner_type == 4:
+                if inner_field != field:
+                    raise FrameError(
+                        f"end of group {inner_field} at offset {tag_pos} does not close group {field}"
+                    )
+                return pos
+            pos = _skip_field(buf, pos, end, inner_type, inner_field, depth + 1)
+    if wire_type == 4:
+        raise FrameError(f"end of group {field} without a start")
+    raise FrameError(f"invalid wire type {wire_type} for field {field}")
+
+
+def _read_tag(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    start = pos
+    tag, pos = _read_varint(buf, pos, end)
+    if tag > 0xFFFFFFFF:
+        raise FrameError(f"tag out of range at offset {start}")
+    if tag >> 3 == 0:
+        raise FrameError(f"field number 0 at offset {start}")
+    return tag, pos
+
+
+def _expect(field: int, wire_type: int, expected: int, offset: int) -> None:
+    if wire_type != expected:
+        raise FrameError(
+            f"field {field} has wire type {wire_type}, expected {expected} at offset {offset}"
+        )
+
+
+def _decode(data: Any, with_flush: bool) -> tuple[bytes | None, memoryview, bool, bool]:
+    view = _as_bytes_view(data)
+    end = view.nbytes
+    pos = 0
+    init_parts: list[memoryview] = []
+    body_start = body_end = 0
+    complete = flush = False
+    while pos < end:
+        tag_pos = pos
+        tag, pos = _read_tag(view, pos, end)
+        field, wire_type = tag >> 3, tag & 7
+        if field == 1 or field == 2:
+            _expect(field, wire_type, 2, tag_pos)
+            length, pos = _read_varint(view, pos, end)
+            if length > end - pos:
+                raise FrameError(
+                    f"length {length} of field {field} runs past the end at offset {pos}"
+                )
+            if field == 1:
+                init_parts.append(view[pos : pos + length])
+            else:
+                body_start, body_end = pos, pos + length
+            pos += length
+        elif field == 3 or (field == 4 and with_flush):
+            _expect(field, wire_type, 0, tag_pos)
+            value, pos = _read_varint(view, pos, end)
+            if field == 3:
+                complete = value != 0
+            else:
+                flush = value != 0
+        else:
+            pos = _skip_field(view, pos, end, wire_type, field, 0)
+    # Repeated occurrences of an embedded message merge, which is what parsing
+    # their concatenation does.
+    init = b"".join(init_parts) if init_parts else None
+    return init, view[body_start:body_end], complete, flush
+
+
+def decode_request_frame(data: Any) -> RequestFrame:
+    """Decode a ServeHTTPRequest; ``body`` is a zero-copy view into ``data``.
+
+    Raises FrameError on malformed or truncated input.
+    """
+    init, body, complete, _ = _decode(data, False)
+    return RequestFrame(init, body, complete)
+
+
+def decode_response_frame(data: Any) -> ResponseFrame:
+    """Decode a ServeHTTPResponse; ``body`` is a zero-copy view into ``data``."""
+    init, body, complete, flush = _decode(data, True)
+    return ResponseFrame(init, body, complete, flush)
+
+
+# -- Server-Sent Events ------------------------------------------------------
+
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def _sse_bytes(value: Any, name: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{name} must be str or bytes, not {type(value).__name__!r}")
+
+
+def _sse_field(value: Any, name: str) -> bytes:
+    raw = _sse_bytes(value, name)
+    if b"\n" in raw or b"\r" in raw:
+        raise ValueError(f"SSE {name} must not contain a line break")
+    if b"\0" in raw and name == "id":
+        raise ValueError("SSE id must not contain NUL")
+    return raw
+
+
+def encode_sse(
+    data: Any,
+    *,
+    event: Any = None,
+    id: Any = None,  # noqa: A002 - the SSE field's name
+    retry: int | None = None,
+) -> bytes:
+    """One event in the WHATWG ``text/event-stream`` format.
+
+    ``data`` is split on CRLF, CR and LF into one ``data:`` line each, so the
+    client reassembles it exactly. A line break in ``event`` or ``id`` (or NUL
+    in ``id``) raises ValueError; ``retry`` must be a non-negative int.
+    """
+    out = []
+    if event is not None:
+        out.append(b"event: " + _sse_field(event, "event") + b"\n")
+    if id is not None:
+        out.append(b"id: " + _sse_field(id, "id") + b"\n")
+    if retry is not None:
+        if not isinstance(retry, int) or isinstance(retry, bool) or retry < 0:
+            raise ValueError(f"SSE retry must be a non-negative int, got {retry!r}")
+        out.append(b"retry: %d\n" % retry)
+    for line in _LINE_BREAK.split(_sse_bytes(data, "data")):
+        out.append(b"data: " + line + b"\n")
+    out.append(b"\n")
+    return b"".join(out)
+
+
+__all__ = [
+    "COMPILED",
+    "DEFAULT_CHUNK_SIZE",
+    "Chunker",
+    "FrameError",
+    "RequestFrame",
+    "ResponseFrame",
+    "decode_request_frame",
+    "decode_response_frame",
+    "encode_request_frame",
+    "encode_response_frame",
+    "encode_sse",
+]
