@@ -1,0 +1,155 @@
+"""Plugin: a named set of routes, served over gRPC."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .._wire import DEFAULT_CHUNK_SIZE
+
+if TYPE_CHECKING:
+    from .request import Request
+    from .response import Response
+    from .server import PluginServer
+
+Handler = Callable[["Request", "Response"], Awaitable[None]]
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|path|int))?\}")
+_CONVERTERS = {"str": "[^/]+", "path": ".*", "int": "[0-9]+"}
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    methods: frozenset[str] | None
+    handler: Handler
+    pattern: re.Pattern[str]
+    param_names: tuple[str, ...]
+
+    def match(self, path: str) -> dict[str, str] | None:
+        m = self.pattern.fullmatch(path)
+        if m is None:
+            return None
+        return m.groupdict()
+
+
+def compile_path(path: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """``/files/{name}`` → a regex; ``{name:path}`` also matches slashes, ``{n:int}`` digits."""
+    if not path.startswith("/"):
+        raise ValueError(f"route path must start with '/', got {path!r}")
+    regex = []
+    names: list[str] = []
+    pos = 0
+    for m in _PARAM.finditer(path):
+        regex.append(re.escape(path[pos : m.start()]))
+        name, kind = m.group(1), m.group(2) or "str"
+        if name in names:
+            raise ValueError(f"duplicate path parameter {name!r} in {path!r}")
+        names.append(name)
+        regex.append(f"(?P<{name}>{_CONVERTERS[kind]})")
+        pos = m.end()
+    rest = path[pos:]
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"malformed path parameter in {path!r}")
+    regex.append(re.escape(rest))
+    return re.compile("".join(regex)), tuple(names)
+
+
+class Plugin:
+    """HTTP routes served to a chunkwire gateway over gRPC streams.
+
+    ``chunk_size`` bounds the response body chunks this plugin sends (the
+    request side is chosen by the sender). With ``mattermost_compat`` the
+    servicer also answers at ``/mattermost.pluginapi.v1.PluginHooks/ServeHTTP``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        mattermost_compat: bool = False,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.name = name
+        self.chunk_size = chunk_size
+        self.mattermost_compat = mattermost_compat
+        self.routes: list[Route] = []
+
+    def route(
+        self, path: str, methods: Iterable[str] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Register ``async def handler(request, response)`` for ``path``.
+
+        ``methods`` None accepts any method. Routes are tried in registration
+        order; the first whose path and method match wins.
+        """
+        pattern, names = compile_path(path)
+        allowed = None if methods is None else frozenset(m.upper() for m in methods)
+        if isinstance(methods, str):
+            raise TypeError("methods must be a list of method names, not a str")
+
+        def register(handler: Handler) -> Handler:
+            self.routes.append(Route(path, allowed, handler, pattern, names))
+            return handler
+
+        return register
+
+    def add_route(self, path: str, handler: Handler, methods: Iterable[str] | None = None) -> None:
+        self.route(path, methods)(handler)
+
+    def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], list[str]]:
+        """(handler, path_params, allowed_methods); handler None means 404 or 405."""
+        allowed: set[str] = set()
+        path_found = False
+        for route in self.routes:
+            params = route.match(path)
+            if params is None:
+                continue
+            path_found = True
+            if route.methods is None or method in route.methods:
+                return route.handler, params, []
+            allowed |= route.methods
+        if path_found:
+            return None, {}, sorted(allowed)
+        return None, {}, []
+
+    # -- serving ---------------------------------------------------------------
+
+    async def start(self, listen: str) -> PluginServer:
+        """Start serving on ``listen`` (``unix:/path.sock`` or ``HOST:PORT``)."""
+        from .server import PluginServer
+
+        server = PluginServer(self, listen)
+        await server.start()
+        return server
+
+    @asynccontextmanager
+    async def serving(self, listen: str) -> AsyncIterator[PluginServer]:
+        """``async with plugin.serving("127.0.0.1:0") as server: server.address``."""
+        server = await self.start(listen)
+        try:
+            yield server
+        finally:
+            await server.stop()
+
+    async def serve(self, listen: str) -> None:
+        """Serve until cancelled, then stop cleanly."""
+        server = await self.start(listen)
+        try:
+            await server.wait_closed()
+        finally:
+            await server.stop()
+
+    def run(self, listen: str) -> None:
+        """Serve until SIGINT or SIGTERM (blocking)."""
+        from .server import run
+
+        run(self, listen)
+
+    def __repr__(self) -> str:
+        return f"<Plugin {self.name!r} routes={len(self.routes)}>"

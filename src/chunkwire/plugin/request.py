@@ -1,0 +1,178 @@
+"""What a plugin handler sees of an HTTP request."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from multidict import CIMultiDict, MultiDict
+
+from .._core import decode_request_frame
+from .._proto import http_pb2
+from .._wire import headers_from_proto
+from ..errors import BodyTooLarge, IncompleteRequest, ProtocolError
+
+DEFAULT_READ_LIMIT = 16 * 1024 * 1024
+
+# Returns the next raw message, or the ``eof`` sentinel given to RequestBody.
+ReadMessage = Callable[[], Awaitable[Any]]
+
+
+class RequestBody:
+    """The request body, streamed: never held whole unless ``read_all`` is asked.
+
+    ``async for chunk in request.body`` yields non-empty chunks as they
+    arrive, each at most the sender's chunk_size. Chunks are read-only
+    ``memoryview`` objects over the received gRPC message (no copy); they stay
+    valid after iteration moves on. Use ``bytes(chunk)`` where bytes are
+    needed. ``read(n)`` and ``read_all()`` return ``bytes``. Iteration and
+    ``read`` can be mixed; each byte is delivered once.
+
+    Raises IncompleteRequest if the stream ends without ``body_complete``, and
+    ProtocolError on a malformed frame.
+    """
+
+    __slots__ = ("_complete", "_content_length", "_eof", "_pending", "_read_message", "_received")
+
+    def __init__(
+        self,
+        first: memoryview,
+        complete: bool,
+        read_message: ReadMessage,
+        eof: object,
+        content_length: int | None = None,
+    ) -> None:
+        self._pending: memoryview | None = first if first.nbytes else None
+        self._complete = complete
+        self._read_message = read_message
+        self._eof = eof
+        self._content_length = content_length
+        self._received = first.nbytes
+
+    @property
+    def complete(self) -> bool:
+        """True once the last frame (``body_complete``) has arrived."""
+        return self._complete
+
+    @property
+    def received(self) -> int:
+        """Body bytes received from the peer so far."""
+        return self._received
+
+    async def _next(self) -> memoryview | None:
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            return pending
+        while not self._complete:
+            message = await self._read_message()
+            if message is self._eof:
+                raise IncompleteRequest(
+                    f"request stream ended without body_complete after {self._received} bytes"
+                )
+            try:
+                frame = decode_request_frame(message)
+            except ValueError as exc:
+                raise ProtocolError(f"malformed request frame: {exc}") from exc
+            if frame.init is not None:
+                raise ProtocolError("request init repeated in a later frame")
+            self._complete = frame.complete
+            body = frame.body
+            if body.nbytes:
+                self._received += body.nbytes
+                return body
+        return None
+
+    def __aiter__(self) -> RequestBody:
+        return self
+
+    async def __anext__(self) -> memoryview:
+        chunk = await self._next()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (at least one unless at the end); ``b""`` at the end.
+
+        Returns what the next chunk holds rather than waiting to fill ``n``.
+        ``n < 0`` reads everything, as ``read_all()`` with its default limit.
+        """
+        if n < 0:
+            return await self.read_all()
+        if n == 0:
+            return b""
+        chunk = await self._next()
+        if chunk is None:
+            return b""
+        if chunk.nbytes > n:
+            self._pending = chunk[n:]
+            return bytes(chunk[:n])
+        return bytes(chunk)
+
+    async def read_all(self, limit: int | None = DEFAULT_READ_LIMIT) -> bytes:
+        """The rest of the body as bytes; BodyTooLarge past ``limit`` (None: no limit)."""
+        if limit is not None and self._content_length is not None and self._content_length > limit:
+            raise BodyTooLarge(limit, self._content_length)
+        parts: list[memoryview] = []
+        size = 0
+        while (chunk := await self._next()) is not None:
+            size += chunk.nbytes
+            if limit is not None and size > limit:
+                raise BodyTooLarge(limit)
+            parts.append(chunk)
+        if len(parts) == 1:
+            return bytes(parts[0])
+        return b"".join(parts)
+
+
+class Request:
+    """An HTTP request as the gateway forwarded it.
+
+    ``path`` is the percent-decoded path of ``url`` (what routes match);
+    ``raw_path`` keeps it encoded. ``query`` holds every value of every key in
+    order. ``headers`` is case-insensitive and multi-valued (values decoded as
+    latin-1). ``content_length`` is None when unknown.
+    """
+
+    __slots__ = (
+        "body",
+        "content_length",
+        "context",
+        "headers",
+        "host",
+        "init",
+        "method",
+        "path",
+        "path_params",
+        "proto",
+        "query",
+        "query_string",
+        "raw_path",
+        "remote_addr",
+        "request_uri",
+        "url",
+    )
+
+    def __init__(self, init: http_pb2.ServeHTTPRequestInit, body: RequestBody) -> None:
+        self.init = init
+        self.method: str = init.method.upper() or "GET"
+        self.url: str = init.url
+        split = urlsplit(init.url or init.request_uri or "/")
+        self.raw_path: str = split.path or "/"
+        self.path: str = unquote(self.raw_path)
+        self.query_string: str = split.query
+        self.query: MultiDict[str] = MultiDict(parse_qsl(split.query, keep_blank_values=True))
+        self.host: str = init.host
+        self.remote_addr: str = init.remote_addr
+        self.request_uri: str = init.request_uri
+        self.proto: str = init.proto
+        self.headers: CIMultiDict[str] = headers_from_proto(init.headers)
+        self.content_length: int | None = init.content_length if init.content_length >= 0 else None
+        self.context: http_pb2.PluginContext = init.plugin_context
+        self.path_params: dict[str, str] = {}
+        self.body: RequestBody = body
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url}>"

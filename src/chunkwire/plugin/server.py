@@ -1,0 +1,160 @@
+"""Serving a Plugin: a grpc.aio server on a unix socket or TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import stat
+from typing import TYPE_CHECKING
+
+import grpc
+
+from .._wire import grpc_target
+from .servicer import ServeHTTPGenericHandler
+
+if TYPE_CHECKING:
+    from .app import Plugin
+
+log = logging.getLogger("chunkwire.plugin")
+
+# Init messages carry headers, so leave room beyond one chunk.
+_HEADROOM = 16 * 1024 * 1024
+# Request chunks are sized by the sender (a gateway may use 1 MiB chunks).
+_MIN_RECEIVE_CHUNK = 16 * 1024 * 1024
+
+
+def server_options(chunk_size: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", chunk_size + _HEADROOM),
+        ("grpc.max_receive_message_length", max(chunk_size, _MIN_RECEIVE_CHUNK) + _HEADROOM),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def _socket_in_use(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _prepare_unix_path(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(f"{path} exists and is not a socket")
+    if _socket_in_use(path):
+        raise OSError(f"{path} is in use by another server")
+    os.unlink(path)  # stale socket from a process that did not clean up
+
+
+class PluginServer:
+    """A running plugin server. ``address`` is what a client or gateway dials.
+
+    For ``HOST:0`` the bound port is in ``port`` and ``address``.
+    """
+
+    def __init__(self, plugin: Plugin, listen: str) -> None:
+        self.plugin = plugin
+        self.listen = listen
+        self._target = grpc_target(listen)
+        self.unix_path: str | None = None
+        self.port: int | None = None
+        self.address = listen
+        self._server: grpc.aio.Server | None = None
+        self._socket_ino: tuple[int, int] | None = None
+        self._handler = ServeHTTPGenericHandler(plugin)
+        self._stopped = False
+
+    @property
+    def active_calls(self) -> int:
+        """ServeHTTP calls whose handler is running now."""
+        return self._handler.servicer.active
+
+    async def start(self) -> None:
+        server = grpc.aio.server(options=server_options(self.plugin.chunk_size))
+        server.add_generic_rpc_handlers((self._handler,))
+        if self._target.startswith("unix:"):
+            path = os.path.abspath(self._target[len("unix:") :])
+            _prepare_unix_path(path)
+            # Created 0600 from the start: no window where others can connect.
+            old_umask = os.umask(0o177)
+            try:
+                server.add_insecure_port(f"unix:{path}")
+            finally:
+                os.umask(old_umask)
+            os.chmod(path, 0o600)
+            st = os.stat(path)
+            self._socket_ino = (st.st_dev, st.st_ino)
+            self.unix_path = path
+            self.address = f"unix:{path}"
+        else:
+            port = server.add_insecure_port(self._target)
+            if not port:
+                raise OSError(f"could not listen on {self.listen}")
+            host = self._target.rpartition(":")[0]
+            self.port = port
+            self.address = f"{host}:{port}"
+        self._server = server
+        await server.start()
+        log.info("plugin %r serving on %s", self.plugin.name, self.address)
+
+    async def wait_closed(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        """Stop accepting, give running calls ``grace`` seconds, remove the socket."""
+        if self._stopped or self._server is None:
+            return
+        self._stopped = True
+        try:
+            await self._server.stop(grace)
+        finally:
+            self._remove_socket()
+
+    def _remove_socket(self) -> None:
+        path = self.unix_path
+        if path is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) == self._socket_ino:
+                os.unlink(path)
+
+    async def __aenter__(self) -> PluginServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _run(plugin: Plugin, listen: str, grace: float) -> None:
+    server = await plugin.start(listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print(f"plugin {plugin.name!r} listening on {server.address}", flush=True)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.stop(grace)
+
+
+def run(plugin: Plugin, listen: str, grace: float = 5.0) -> None:
+    """Serve until SIGINT/SIGTERM, then stop gracefully and remove the socket."""
+    asyncio.run(_run(plugin, listen, grace))
