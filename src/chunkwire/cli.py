@@ -1,34 +1,239 @@
-"""The ``chunkwire`` command."""
+"""The ``chunkwire`` command: run plugins, the gateway, the demo and the benchmark."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
 import sys
+import tempfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .plugin import Plugin
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
-def _demo(_: argparse.Namespace) -> int:
-    from . import _core
+def _size(text: str) -> int:
+    """``65536``, ``64k``, ``1m``, ``1g`` (binary units)."""
+    text = text.strip().lower().removesuffix("ib").removesuffix("b")
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
 
-    chunker = _core.Chunker(chunk_size=16)
-    for word in (b"chunkwire ", b"cuts ", b"any ", b"stream ", b"into ", b"bounded ", b"chunks"):
-        chunker.write(word)
-    chunker.flush()
-    impl = "compiled" if _core.COMPILED else "pure-Python"
-    print(f"core: {impl}")
-    while (item := chunker.pop(final=True)) is not None:
-        chunk, at_flush = item
-        frame = _core.encode_response_frame(chunk, flush=at_flush)
-        print(f"  chunk {chunk!r:24} flush={at_flush!s:5} frame={len(frame)} bytes")
+
+def load_plugin(spec: str) -> Plugin:
+    """Import ``MODULE:ATTR``; ATTR is a Plugin or a callable returning one."""
+    from .plugin import Plugin
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SystemExit(f"chunkwire: expected MODULE:ATTR, got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, Plugin) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, Plugin):
+        raise SystemExit(f"chunkwire: {spec} is not a chunkwire Plugin")
+    return obj
+
+
+def _parse_plugins(values: list[str]) -> dict[str, str]:
+    plugins: dict[str, str] = {}
+    for value in values:
+        plugin_id, sep, address = value.partition("=")
+        if not sep or not plugin_id or not address:
+            raise SystemExit(f"chunkwire: --plugin takes ID=ADDRESS, got {value!r}")
+        plugins[plugin_id] = address
+    return plugins
+
+
+def _uvicorn_server(app: Any, host: str, port: int, log_level: str) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        # uvicorn re-raises a captured SIGINT after shutting down, which ends
+        # in a KeyboardInterrupt traceback; a clean stop is all we want.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            sigs = (signal.SIGINT, signal.SIGTERM)
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+        access_log=log_level in ("info", "debug"),
+    )
+    return Server(config)
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def _cmd_plugin(ns: argparse.Namespace) -> int:
+    logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    plugin = load_plugin(ns.spec)
+    with contextlib.suppress(KeyboardInterrupt):
+        plugin.run(ns.listen)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
+    from .gateway import Gateway
+
+    return Gateway(
+        plugins,
+        chunk_size=ns.chunk_size,
+        max_body_size=ns.max_body_size,
+        response_timeout=ns.response_timeout if ns.response_timeout > 0 else None,
+        mattermost=ns.mattermost,
+        stats_path=ns.stats_path,
+    )
+
+
+def _cmd_gateway(ns: argparse.Namespace) -> int:
+    plugins = _parse_plugins(ns.plugin)
+    if not plugins:
+        raise SystemExit("chunkwire: gateway needs at least one --plugin ID=ADDRESS")
+    server = _uvicorn_server(_gateway_from(ns, plugins), ns.host, ns.port, ns.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 1
+
+
+def _demo_usage(base: str) -> str:
+    return f"""
+chunkwire demo: plugin 'demo' behind the gateway at {base}/plugins/demo/
+
+Try:
+  curl -sS {base}/plugins/demo/
+  # echo upload: the body streams back as it arrives
+  curl -sS --data-binary @/etc/os-release {base}/plugins/demo/echo
+  # upload, counted and hashed by the plugin
+  head -c 50M /dev/urandom | curl -sS -T - {base}/plugins/demo/upload
+  # ticks streamed with flush: each line arrives as it is written
+  curl -sSN '{base}/plugins/demo/ticks?n=5&interval=0.5'
+  # large download (1 GiB)
+  curl -sS -o /dev/null -w '%{{size_download}} bytes, %{{speed_download}} B/s\\n' \\
+       '{base}/plugins/demo/download?size=1073741824'
+  # headers echo: the request as the plugin sees it
+  curl -sS -H 'X-Trace: a' -H 'X-Trace: b' '{base}/plugins/demo/headers?q=1&q=2'
+
+Ctrl-C stops.
+"""
+
+
+async def _run_demo(ns: argparse.Namespace) -> int:
+    from .demo import plugin
+
+    with tempfile.TemporaryDirectory(prefix="chunkwire-demo-") as tmp:
+        listen = f"unix:{os.path.join(tmp, 'demo.sock')}"
+        plugin_server = await plugin.start(listen)
+        try:
+            gateway = _gateway_from(ns, {"demo": plugin_server.address})
+            server = _uvicorn_server(gateway, ns.host, ns.port, ns.log_level)
+            config = server.config
+            config.load()
+
+            async def announce() -> None:
+                while not server.started and not server.should_exit:
+                    await asyncio.sleep(0.05)
+                if server.started:
+                    print(_demo_usage(f"http://{ns.host}:{ns.port}"), flush=True)
+
+            announcer = asyncio.ensure_future(announce())
+            await server.serve()
+            announcer.cancel()
+            return 0 if server.started else 1
+        finally:
+            await plugin_server.stop(1.0)
+
+
+def _cmd_demo(ns: argparse.Namespace) -> int:
+    logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_run_demo(ns))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_bench(ns: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    return run_bench(ns)
+
+
+def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--chunk-size", type=_size, default=65536, help="body chunk bytes")
+    parser.add_argument("--max-body-size", type=_size, default=None, help="413 above this")
+    parser.add_argument(
+        "--response-timeout", type=float, default=30.0, help="504 after S seconds (0: never)"
+    )
+    parser.add_argument(
+        "--mattermost", action="append", default=[], metavar="ID",
+        help="call plugin ID with the Mattermost ServeHTTP method name",
+    )
+    parser.add_argument(
+        "--stats-path", default=None, help="serve gateway stats as JSON at this path"
+    )
+    parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chunkwire", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="show the core at work")
-    demo.set_defaults(func=_demo)
-    ns = parser.parse_args(argv)
-    return ns.func(ns)
+
+    demo = sub.add_parser("demo", help="run the example plugin behind a gateway")
+    _add_gateway_options(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+    plugin = sub.add_parser("plugin", help="serve a Plugin over gRPC")
+    plugin.add_argument("spec", metavar="MODULE:ATTR")
+    plugin.add_argument("--listen", required=True, help="unix:/path.sock or HOST:PORT")
+    plugin.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
+    plugin.set_defaults(func=_cmd_plugin)
+
+    gateway = sub.add_parser("gateway", help="serve HTTP and forward to plugins")
+    gateway.add_argument(
+        "--plugin", action="append", default=[], metavar="ID=ADDRESS",
+        help="route /plugins/ID/ to ADDRESS (unix:/path.sock or HOST:PORT); repeatable",
+    )
+    _add_gateway_options(gateway)
+    gateway.set_defaults(func=_cmd_gateway)
+
+    bench = sub.add_parser("bench", help="end-to-end benchmark vs direct uvicorn")
+    from .bench import add_arguments
+
+    add_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    return int(ns.func(ns) or 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""The bundled example plugin that ``chunkwire demo`` serves.
+
+Routes (behind the gateway at ``/plugins/demo``):
+
+- ``POST /echo``: streams the request body back as it arrives;
+- ``POST /upload``: counts the body and returns its size and sha256;
+- ``GET /ticks?n=5&interval=0.5``: one line per tick, each flushed at once;
+- ``GET /download?size=BYTES``: a large streamed body (default 100 MiB);
+- ``GET /headers``: the request as the plugin sees it, as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+from .plugin import Plugin, Request, Response
+
+plugin = Plugin("demo")
+
+_BLOCK = bytes(range(256)) * 256  # 64 KiB
+
+
+@plugin.route("/")
+async def index(request: Request, response: Response) -> None:
+    response.headers["Content-Type"] = "text/plain; charset=utf-8"
+    await response.write(__doc__.encode())
+
+
+@plugin.route("/echo", methods=["POST", "PUT"])
+async def echo(request: Request, response: Response) -> None:
+    content_type = request.headers.get("Content-Type", "application/octet-stream")
+    response.headers["Content-Type"] = content_type
+    async for chunk in request.body:
+        await response.write(chunk)
+
+
+@plugin.route("/upload", methods=["POST", "PUT"])
+async def upload(request: Request, response: Response) -> None:
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.body:
+        digest.update(chunk)
+        size += len(chunk)
+    response.headers["Content-Type"] = "application/json"
+    await response.write(json.dumps({"bytes": size, "sha256": digest.hexdigest()}).encode() + b"\n")
+
+
+@plugin.route("/ticks")
+async def ticks(request: Request, response: Response) -> None:
+    count = int(request.query.get("n", "5"))
+    interval = float(request.query.get("interval", "0.5"))
+    response.headers["Content-Type"] = "text/plain; charset=utf-8"
+    for i in range(count):
+        if i:
+            await asyncio.sleep(interval)
+        await response.write(f"tick {i}\n".encode(), flush=True)
+
+
+@plugin.route("/download")
+async def download(request: Request, response: Response) -> None:
+    size = int(request.query.get("size", str(100 * 1024 * 1024)))
+    response.headers["Content-Type"] = "application/octet-stream"
+    response.headers["Content-Length"] = str(size)
+    block = memoryview(_BLOCK)
+    left = size
+    while left >= len(block):
+        await response.write(block)
+        left -= len(block)
+    if left:
+        await response.write(block[:left])
+
+
+@plugin.route("/headers")
+async def headers(request: Request, response: Response) -> None:
+    seen: dict[str, list[str]] = {}
+    for name, value in request.headers.items():
+        seen.setdefault(name, []).append(value)
+    ctx = request.context
+    payload = {
+        "method": request.method,
+        "url": request.url,
+        "path": request.path,
+        "query": {key: request.query.getall(key) for key in request.query},
+        "host": request.host,
+        "remote_addr": request.remote_addr,
+        "request_uri": request.request_uri,
+        "proto": request.proto,
+        "content_length": request.content_length,
+        "headers": seen,
+        "context": {
+            "request_id": ctx.request_id,
+            "ip_address": ctx.ip_address,
+            "user_agent": ctx.user_agent,
+            "accept_language": ctx.accept_language,
+            "user_id": ctx.user_id,
+            "session_id": ctx.session_id,
+        },
+    }
+    response.headers["Content-Type"] = "application/json"
+    await response.write(json.dumps(payload, indent=2).encode() + b"\n")

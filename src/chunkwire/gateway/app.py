@@ -1,0 +1,337 @@
+"""The ASGI application: routes ``/plugins/{id}/{rest}`` to plugin ``id`` as ``/{rest}``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from .._core import DEFAULT_CHUNK_SIZE
+from .._proto import http_pb2
+from .._wire import headers_to_proto
+from .forward import Forward, send_plain
+from .types import Receive, Scope, Send
+from .upstream import Upstream
+
+log = logging.getLogger("chunkwire.gateway")
+
+DEFAULT_IDENTITY_HEADERS = ("X-Chunkwire-User-Id",)
+_CONTEXT_FIELDS = frozenset(
+    {"session_id", "request_id", "ip_address", "accept_language", "user_agent", "user_id"}
+)
+
+
+@dataclass
+class Identity:
+    """What ``authenticate`` found out about a request.
+
+    ``context`` fills PluginContext fields (``user_id``, ``session_id``, ...);
+    ``headers`` sets identity headers (only names listed in the gateway's
+    ``identity_headers``). ``user_id`` also sets ``X-Chunkwire-User-Id`` when
+    that name is an identity header and ``headers`` does not set it.
+    """
+
+    user_id: str = ""
+    session_id: str = ""
+    context: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str | bytes] = field(default_factory=dict)
+
+
+class Reject(Exception):
+    """Raised by ``authenticate`` to answer the request itself (401, 403, ...)."""
+
+    def __init__(self, status: int = 401, text: str = "Unauthorized") -> None:
+        super().__init__(status, text)
+        self.status = status
+        self.text = text
+
+
+AuthResult = Identity | Mapping[str, Any] | None
+Authenticate = Callable[[Scope], AuthResult | Awaitable[AuthResult]]
+
+
+def _identity(result: AuthResult) -> Identity | None:
+    if result is None or isinstance(result, Identity):
+        return result
+    data = dict(result)
+    headers = data.pop("headers", {}) or {}
+    user_id = data.pop("user_id", "") or ""
+    session_id = data.pop("session_id", "") or ""
+    unknown = set(data) - _CONTEXT_FIELDS
+    if unknown:
+        raise ValueError(f"authenticate returned unknown fields {sorted(unknown)}")
+    return Identity(user_id=user_id, session_id=session_id, context=data, headers=headers)
+
+
+def _proto_version(http_version: str) -> tuple[str, int, int]:
+    major, _, minor = http_version.partition(".")
+    try:
+        return f"HTTP/{major}.{minor or 0}", int(major), int(minor or 0)
+    except ValueError:
+        return f"HTTP/{http_version}", 1, 1
+
+
+class Gateway:
+    """ASGI app forwarding ``/plugins/{id}/...`` to chunkwire plugins over gRPC.
+
+    ``plugins`` maps plugin ids to addresses (``unix:/path.sock`` or
+    ``HOST:PORT``). ``authenticate(scope)``, sync or async, returns an
+    :class:`Identity`, a mapping with the same fields (``user_id``,
+    ``session_id``, ``headers``, and any other PluginContext field), or None
+    for an anonymous request; raising :class:`Reject` answers the request
+    with its status. Identity headers sent by the client are always removed.
+
+    ``tls``: None uses TLS (system roots) for TCP addresses that are not
+    loopback and plaintext otherwise; pass ``grpc.ChannelCredentials`` to
+    use them for every TCP plugin. ``mattermost`` lists plugin ids to call
+    with the Mattermost method name. ``stats_path`` serves :meth:`stats` as
+    JSON on that path (for tests and debugging; off by default).
+    """
+
+    def __init__(
+        self,
+        plugins: Mapping[str, str],
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_body_size: int | None = None,
+        response_timeout: float | None = 30.0,
+        identity_headers: Iterable[str] = DEFAULT_IDENTITY_HEADERS,
+        authenticate: Authenticate | None = None,
+        tls: grpc.ChannelCredentials | None = None,
+        mattermost: Iterable[str] = (),
+        stats_path: str | None = None,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        mattermost_ids = set(mattermost)
+        self.chunk_size = chunk_size
+        self.max_body_size = max_body_size
+        self.response_timeout = response_timeout
+        self.identity_headers = tuple(identity_headers)
+        self._identity_lower = {name.lower().encode("latin-1") for name in self.identity_headers}
+        self._authenticate = authenticate
+        self._stats_path = stats_path
+        self._upstreams = {
+            plugin_id: Upstream(
+                plugin_id,
+                address,
+                chunk_size=chunk_size,
+                credentials=tls if not address.startswith("unix:") else None,
+                mattermost=plugin_id in mattermost_ids,
+            )
+            for plugin_id, address in plugins.items()
+        }
+        self._counters: dict[str, int] = {"requests": 0, "active": 0}
+
+    # -- ASGI -----------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            # Not bridged yet: closing before accept makes the server answer 403.
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        """Close every plugin channel (they reopen on the next request)."""
+        for upstream in self._upstreams.values():
+            await upstream.close()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if self._stats_path is not None and path == self._stats_path:
+            body = json.dumps(self.stats()).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        parts = raw_path.split(b"/", 3)
+        if len(parts) < 3 or parts[0] or parts[1] != b"plugins" or not parts[2]:
+            await send_plain(send, 404, "Not Found")
+            return
+        plugin_id = path.split("/", 3)[2]
+        upstream = self._upstreams.get(plugin_id)
+        if upstream is None:
+            await send_plain(send, 404, "Not Found")
+            return
+        plugin_path = b"/" + (parts[3] if len(parts) > 3 else b"")
+
+        content_length = -1
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    await send_plain(send, 400, "Bad Request", close=True)
+                    return
+            elif name == b"transfer-encoding":
+                chunked = True
+        if self.max_body_size is not None and content_length > self.max_body_size:
+            self._counters["too_large"] = self._counters.get("too_large", 0) + 1
+            await send_plain(send, 413, "Request Entity Too Large", close=True)
+            return
+
+        identity: Identity | None = None
+        if self._authenticate is not None:
+            try:
+                result = self._authenticate(scope)
+                if inspect.isawaitable(result):
+                    result = await result
+                identity = _identity(result)
+            except Reject as reject:
+                await send_plain(send, reject.status, reject.text, close=True)
+                return
+
+        init = self._request_init(scope, plugin_path, content_length, identity)
+        try:
+            call = upstream.open_call()
+        except Exception as error:  # a bad target or credentials
+            log.warning("plugin %r: cannot open a call: %s", plugin_id, error)
+            await send_plain(send, 503, "Service Unavailable", close=True)
+            return
+        counters = self._counters
+        counters["requests"] += 1
+        counters["active"] += 1
+        try:
+            await Forward(
+                call,
+                receive,
+                send,
+                init,
+                plugin_id=plugin_id,
+                chunk_size=self.chunk_size,
+                max_body_size=self.max_body_size,
+                response_timeout=self.response_timeout,
+                stats=counters,
+                body_expected=content_length > 0 or chunked,
+            ).run()
+        finally:
+            counters["active"] -= 1
+
+    def _request_init(
+        self,
+        scope: Scope,
+        plugin_path: bytes,
+        content_length: int,
+        identity: Identity | None,
+    ) -> bytes:
+        identity_lower = self._identity_lower
+        headers: list[tuple[bytes, bytes]] = []
+        host = user_agent = accept_language = ""
+        for name, value in scope["headers"]:
+            if name in identity_lower:
+                continue
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+            elif name == b"accept-language":
+                accept_language = value.decode("latin-1")
+            headers.append((name, value))
+
+        context = http_pb2.PluginContext(
+            request_id=uuid.uuid4().hex,
+            user_agent=user_agent,
+            accept_language=accept_language,
+        )
+        client = scope.get("client")
+        if client:
+            context.ip_address = client[0]
+        if identity is not None:
+            extra: dict[str, str | bytes] = dict(identity.headers)
+            for name in extra:
+                if name.lower().encode("latin-1") not in identity_lower:
+                    raise ValueError(f"{name!r} is not one of the identity headers")
+            if identity.user_id:
+                context.user_id = identity.user_id
+                if b"x-chunkwire-user-id" in identity_lower and not any(
+                    name.lower() == "x-chunkwire-user-id" for name in extra
+                ):
+                    extra["X-Chunkwire-User-Id"] = identity.user_id
+            if identity.session_id:
+                context.session_id = identity.session_id
+            for key, value in identity.context.items():
+                setattr(context, key, value)
+            headers.extend(
+                (name.encode("latin-1"), value if isinstance(value, bytes) else value.encode())
+                for name, value in extra.items()
+            )
+
+        if not host:
+            server = scope.get("server")
+            if server:
+                host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+        query: bytes = scope.get("query_string", b"")
+        target = plugin_path.decode("latin-1")
+        if query:
+            target += "?" + query.decode("latin-1")
+        proto, major, minor = _proto_version(scope.get("http_version", "1.1"))
+        init = http_pb2.ServeHTTPRequestInit(
+            plugin_context=context,
+            method=scope["method"],
+            url=f"{scope.get('scheme', 'http')}://{host}{target}",
+            proto=proto,
+            proto_major=major,
+            proto_minor=minor,
+            headers=headers_to_proto(headers),
+            host=host,
+            remote_addr=f"{client[0]}:{client[1]}" if client else "",
+            request_uri=target,
+            content_length=content_length,
+        )
+        return http_pb2.ServeHTTPRequest(init=init).SerializeToString()
+
+    # -- introspection --------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, open gRPC calls per plugin, asyncio task count, memory (kB)."""
+        data: dict[str, Any] = dict(self._counters)
+        data["calls"] = {pid: up.active_calls() for pid, up in self._upstreams.items()}
+        try:
+            data["tasks"] = len(asyncio.all_tasks())
+        except RuntimeError:
+            data["tasks"] = 0
+        data.update(memory_kb())
+        return data
+
+
+def memory_kb() -> dict[str, int]:
+    """VmRSS and VmHWM of this process in kB (Linux; empty elsewhere)."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":", 1)
+                    out[key.lower()] = int(value.split()[0])
+    except OSError:
+        pass
+    return out

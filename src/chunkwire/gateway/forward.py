@@ -1,0 +1,386 @@
+"""One HTTP request forwarded over one ServeHTTP stream.
+
+Two coroutines share the call: ``_pump`` moves the request body from ASGI
+``receive`` into body frames (awaiting each gRPC write, so a slow plugin
+stops the gateway reading from the client), and ``_relay`` turns response
+frames into ASGI sends as they arrive.
+
+Everything that ends a request early (client gone, body too large, no
+answer in time, plugin finished early) goes through ``call.cancel()`` plus
+a recorded reason, never through cancelling a task that awaits a gRPC
+operation: a task cancelled inside ``call.read()``/``call.write()`` leaks
+that batch's C-side op array (grpc/grpc#43360).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+import grpc.aio
+
+from .._core import Chunker, decode_response_frame, encode_request_frame
+from .._errors import FrameError
+from .._proto import http_pb2
+from .._wire import valid_status
+from .types import Message, Receive, Send
+
+log = logging.getLogger("chunkwire.gateway")
+
+EOF = grpc.aio.EOF
+
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+
+# Texts of a failed connection attempt, as gRPC core words them: the plugin
+# was never reached (503), as opposed to a stream that broke (502).
+_UNREACHABLE_HINTS = (
+    "failed to connect",
+    "connection refused",
+    "no such file",
+    "connect failed",
+    "dns resolution failed",
+    "name resolution",
+    "deadline exceeded while waiting for connection",
+)
+
+
+class UpstreamAborted(Exception):
+    """The plugin failed after the response started: the client connection must drop."""
+
+
+def plain_response(status: int, text: str, *, close: bool = False) -> tuple[Message, Message]:
+    body = text.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body, "more_body": False},
+    )
+
+
+async def send_plain(send: Send, status: int, text: str, *, close: bool = False) -> None:
+    start, body = plain_response(status, text, close=close)
+    await send(start)
+    await send(body)
+
+
+def unreachable(error: grpc.aio.AioRpcError) -> bool:
+    if error.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    text = f"{error.details()} {error.debug_error_string()}".lower()
+    return any(hint in text for hint in _UNREACHABLE_HINTS)
+
+
+class Forward:
+    """State of one forwarded request; ``run()`` returns when the client has its answer."""
+
+    __slots__ = (
+        "_body_done",
+        "_call",
+        "_chunk_size",
+        "_init",
+        "_max_body_size",
+        "_plugin_id",
+        "_reason",
+        "_receive",
+        "_recv_task",
+        "_response_done",
+        "_response_timeout",
+        "_send",
+        "_started",
+        "_stats",
+        "_timer",
+        "_write_first",
+    )
+
+    def __init__(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        receive: Receive,
+        send: Send,
+        init: bytes,
+        *,
+        plugin_id: str,
+        chunk_size: int,
+        max_body_size: int | None,
+        response_timeout: float | None,
+        stats: dict[str, int],
+        body_expected: bool,
+    ) -> None:
+        self._call = call
+        self._receive = receive
+        self._send = send
+        self._init = init
+        self._plugin_id = plugin_id
+        self._chunk_size = chunk_size
+        self._max_body_size = max_body_size
+        self._response_timeout = response_timeout
+        self._stats = stats
+        self._reason: str | None = None
+        self._started = False
+        self._response_done = False
+        self._body_done = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._recv_task: asyncio.Future[Message] | None = None
+        # Without a body the init and an empty complete frame leave as one message
+        # before anything is read from the client.
+        self._write_first = not body_expected
+
+    # -- ending the call early -------------------------------------------------
+
+    def _abort(self, reason: str) -> None:
+        if self._reason is None:
+            self._reason = reason
+            self._stats[reason] = self._stats.get(reason, 0) + 1
+        self._call.cancel()
+
+    def _timed_out(self) -> None:
+        if not self._started:
+            self._abort("timeout")
+
+    def _on_received(self, task: asyncio.Future[Message]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        if task.result().get("type") == "http.disconnect" and not self._response_done:
+            self._abort("disconnect")
+
+    # -- request side -----------------------------------------------------------
+
+    async def _write(self, data: bytes) -> bool:
+        if self._response_done or self._reason is not None:
+            return False
+        if self._init:
+            data = self._init + data
+            self._init = b""
+        try:
+            await self._call.write(data)
+        except (asyncio.CancelledError, asyncio.InvalidStateError, grpc.aio.AioRpcError):
+            if self._call.done() or self._reason is not None or self._response_done:
+                return False  # the response side reports what happened
+            raise
+        return True
+
+    def _next_message(self) -> asyncio.Future[Message]:
+        # Ask for the next message while frames are being written, so a client
+        # that disconnects during a slow write is noticed at once.
+        task = asyncio.ensure_future(self._receive())
+        task.add_done_callback(self._on_received)
+        self._recv_task = task
+        return task
+
+    async def _pump(self) -> None:
+        if self._write_first:
+            self._body_done = True
+            if not await self._write(encode_request_frame(b"", complete=True)):
+                return
+        else:
+            await self._pump_body()
+        if self._reason is None and not self._response_done:
+            try:
+                await self._call.done_writing()
+            except (asyncio.InvalidStateError, grpc.aio.AioRpcError, asyncio.CancelledError):
+                if not self._call.done():
+                    raise
+        # Keep listening for a disconnect until the response is finished.
+        while not self._response_done and self._reason is None:
+            message = await self._next_message()
+            if message.get("type") == "http.disconnect":
+                return
+
+    async def _pump_body(self) -> None:
+        chunker = Chunker(self._chunk_size, 4 * self._chunk_size)
+        limit = self._max_body_size
+        received = 0
+        pending = self._next_message()
+        if self._init:
+            # Send the init right away unless the first body bytes are already
+            # here; the plugin may answer before it reads anything.
+            await asyncio.sleep(0)
+            if not pending.done() and not await self._write(b""):
+                return
+        while True:
+            message = await pending
+            if message.get("type") != "http.request":
+                return  # disconnect: _on_received aborted the call
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if more:
+                pending = self._next_message()
+            if body:
+                received += len(body)
+                if limit is not None and received > limit:
+                    self._abort("too_large")
+                    return
+                view = memoryview(body)
+                offset = chunker.write(view)
+                while True:
+                    while (frame := chunker.pop_request_frame()) is not None:
+                        if not await self._write(frame):
+                            return
+                    if offset >= len(view):
+                        break
+                    offset += chunker.write(view[offset:])
+            if more and self._init and not await self._write(b""):
+                return
+            if not more:
+                self._body_done = True
+                if chunker.pending == 0:
+                    await self._write(encode_request_frame(b"", complete=True))
+                while (frame := chunker.pop_request_frame(final=True)) is not None:
+                    if not await self._write(frame):
+                        return
+                return
+
+    # -- response side ----------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._response_timeout is not None:
+            self._timer = loop.call_later(self._response_timeout, self._timed_out)
+        pump = loop.create_task(self._pump())
+        try:
+            await self._relay()
+        finally:
+            self._response_done = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if not self._call.done():
+                self._call.cancel()
+            await self._stop_pump(pump)
+
+    async def _stop_pump(self, pump: asyncio.Task[None]) -> None:
+        if not pump.done():
+            recv = self._recv_task
+            if recv is not None and not recv.done():
+                # Waiting on the client only; no gRPC operation is interrupted.
+                recv.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+        elif not pump.cancelled() and pump.exception() is not None:
+            log.debug("request pump failed", exc_info=pump.exception())
+        recv = self._recv_task
+        if recv is not None and not recv.done():
+            recv.cancel()
+        self._recv_task = None
+
+    async def _relay(self) -> None:
+        call = self._call
+        send = self._send
+        while True:
+            try:
+                message = await call.read()
+            except asyncio.CancelledError:
+                if self._reason is None:
+                    raise
+                await self._ended_early()
+                return
+            except grpc.aio.AioRpcError as error:
+                if self._reason is not None:
+                    await self._ended_early()
+                    return
+                await self._failed(error)
+                return
+            if message is EOF:
+                await self._failed(None)
+                return
+            try:
+                frame = decode_response_frame(message)
+            except FrameError as error:
+                await self._broken(f"malformed frame: {error}")
+                return
+            if not self._started:
+                if frame.init is None:
+                    await self._broken("first message has no response init")
+                    return
+                if not await self._start(frame.init, frame.body, frame.complete):
+                    return
+            if frame.complete:
+                self._response_done = True
+                await send({"type": "http.response.body", "body": frame.body, "more_body": False})
+                await self._drain_status()
+                return
+            if frame.body:
+                await send({"type": "http.response.body", "body": frame.body, "more_body": True})
+
+    async def _start(self, raw_init: bytes, body: memoryview, complete: bool) -> bool:
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            init = http_pb2.ServeHTTPResponseInit.FromString(raw_init)
+        except Exception as error:  # protobuf's DecodeError
+            await self._broken(f"malformed response init: {error}")
+            return False
+        status = init.status_code
+        if not valid_status(status):
+            self._stats["invalid_status"] = self._stats.get("invalid_status", 0) + 1
+            log.warning("plugin %r sent invalid status %d", self._plugin_id, status)
+            self._response_done = True
+            self._call.cancel()
+            await send_plain(self._send, 500, "Internal Server Error: invalid status from plugin")
+            return False
+        headers: list[tuple[bytes, bytes]] = []
+        has_length = False
+        for header in init.headers:
+            name = header.key.lower().encode("latin-1")
+            if name in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
+                has_length = True
+            for value in header.values:
+                headers.append((name, value))
+        if complete and not has_length:
+            headers.append((_CONTENT_LENGTH, str(len(body)).encode()))
+        if not self._body_done:
+            # The rest of the request body will not be read: the connection
+            # cannot carry another request.
+            headers.append((b"connection", b"close"))
+        self._started = True
+        await self._send(
+            {"type": "http.response.start", "status": status or 200, "headers": headers}
+        )
+        return True
+
+    async def _drain_status(self) -> None:
+        # The plugin ends the RPC right after body_complete; collect its status
+        # so the call is done (and freed) rather than left to a later cancel.
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await self._call.read()
+
+    async def _ended_early(self) -> None:
+        reason = self._reason
+        if reason == "disconnect":
+            return
+        if self._started:
+            raise UpstreamAborted(f"plugin {self._plugin_id!r}: {reason}")
+        if reason == "too_large":
+            await send_plain(self._send, 413, "Request Entity Too Large", close=True)
+        elif reason == "timeout":
+            await send_plain(self._send, 504, "Gateway Timeout", close=not self._body_done)
+
+    async def _failed(self, error: grpc.aio.AioRpcError | None) -> None:
+        if self._started:
+            self._stats["aborted"] = self._stats.get("aborted", 0) + 1
+            detail = "stream ended without body_complete" if error is None else error.details()
+            raise UpstreamAborted(f"plugin {self._plugin_id!r} failed mid-response: {detail}")
+        if error is not None and unreachable(error):
+            self._stats["unreachable"] = self._stats.get("unreachable", 0) + 1
+            await send_plain(self._send, 503, "Service Unavailable", close=not self._body_done)
+            return
+        self._stats["bad_gateway"] = self._stats.get("bad_gateway", 0) + 1
+        detail = "stream ended before the response" if error is None else error.details()
+        log.warning("plugin %r: %s", self._plugin_id, detail)
+        await send_plain(self._send, 502, "Bad Gateway", close=not self._body_done)
+
+    async def _broken(self, detail: str) -> None:
+        self._response_done = True
+        self._call.cancel()
+        if self._started:
+            raise UpstreamAborted(f"plugin {self._plugin_id!r}: {detail}")
+        log.warning("plugin %r: %s", self._plugin_id, detail)
+        self._stats["bad_gateway"] = self._stats.get("bad_gateway", 0) + 1
+        await send_plain(self._send, 502, "Bad Gateway", close=not self._body_done)
