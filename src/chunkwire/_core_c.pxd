@@ -1,0 +1,65 @@
+# C declarations for _core_c.pyx: the ring buffer and frame helpers in csrc/.
+
+from libc.stdint cimport uint64_t
+
+
+cdef extern from "ring.h" nogil:
+    ctypedef struct cw_ring:
+        unsigned char *buf
+        size_t capacity
+        size_t chunk_size
+        size_t head
+        size_t pending
+        uint64_t read_pos
+        uint64_t *marks
+        size_t mark_cap
+        size_t mark_head
+        size_t mark_len
+
+    void cw_ring_init(cw_ring *r, unsigned char *buf, size_t capacity, size_t chunk_size)
+    size_t cw_ring_write(cw_ring *r, const void *data, size_t len)
+    int cw_ring_flush(cw_ring *r)
+    size_t cw_ring_marks_next_cap(const cw_ring *r)
+    uint64_t *cw_ring_replace_marks(cw_ring *r, uint64_t *marks, size_t cap)
+    size_t cw_ring_next(const cw_ring *r, int final, int *at_flush)
+    void cw_ring_read(cw_ring *r, void *dst, size_t n, int at_flush)
+
+
+cdef extern from "frame.h" nogil:
+    enum:
+        CW_FRAME_OK
+        CW_ERR_TRUNCATED_VARINT
+        CW_ERR_VARINT_TOO_LONG
+        CW_ERR_TAG_RANGE
+        CW_ERR_FIELD_ZERO
+        CW_ERR_WIRE_TYPE
+        CW_ERR_LENGTH
+        CW_ERR_TRUNCATED_64
+        CW_ERR_TRUNCATED_32
+        CW_ERR_GROUP_DEPTH
+        CW_ERR_GROUP_MISMATCH
+        CW_ERR_END_GROUP
+        CW_ERR_BAD_WIRE_TYPE
+        CW_MAX_VARINT_LEN
+        CW_MAX_GROUP_DEPTH
+
+    ctypedef struct cw_frame_error:
+        int code
+        uint64_t v[4]
+
+    ctypedef struct cw_frame_info:
+        size_t body_off
+        size_t body_len
+        size_t init_count
+        size_t init_off
+        size_t init_len
+        size_t init_total
+        int complete
+        int flush
+
+    size_t cw_frame_size(size_t body_len, int complete, int flush)
+    unsigned char *cw_frame_put_head(unsigned char *p, size_t body_len)
+    unsigned char *cw_frame_put_tail(unsigned char *p, int complete, int flush)
+    int cw_frame_decode(const unsigned char *buf, size_t len, int with_flush,
+                        cw_frame_info *info, unsigned char *init_dest,
+                        cw_frame_error *err)

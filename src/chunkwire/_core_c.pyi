@@ -1,0 +1,129 @@
+"""Compiled core: the twin of ``chunkwire._core_py``, same behaviour and errors."""
+
+from collections.abc import Iterable
+from typing import Any, Final, Literal
+
+from ._errors import FrameError as FrameError
+
+COMPILED: Final[Literal[True]]
+DEFAULT_CHUNK_SIZE: Final[int]
+
+class Chunker:
+    """Fixed-capacity ring buffer that cuts a byte stream into chunks.
+
+    ``write`` accepts any C-contiguous buffer and copies as much as fits,
+    returning the count (0 means full: apply backpressure). ``pop`` returns
+    ``(chunk, at_flush)`` pairs of 1..chunk_size bytes, or None.
+
+    ``flush()`` marks a boundary at the current end of the stream: the chunk
+    that reaches it ends there even if short, and comes out of ``pop`` with
+    ``at_flush`` True. Chunks never cross a boundary. A flush while
+    ``pending == 0`` has nothing to end and yields no chunk (and no empty
+    chunk); a caller that must still signal it, such as a response flush
+    with nothing buffered, checks ``pending == 0`` before calling
+    ``flush()`` and sends an empty frame with the flush flag itself.
+    A second flush at the same position is the same boundary.
+    """
+
+    def __init__(self, chunk_size: int = 65536, capacity: int | None = None) -> None: ...
+    @property
+    def chunk_size(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def pending(self) -> int:
+        """Bytes written and not yet popped."""
+    @property
+    def free(self) -> int:
+        """Bytes the next write can accept; ``pending + free == capacity``."""
+    def write(self, data: Any) -> int:
+        """Copy as much of ``data`` as fits; return the number of bytes taken."""
+    def write_many(self, buffers: Iterable[Any]) -> int:
+        """Write buffers in order until one does not fit whole.
+
+        Returns the total number of bytes taken; the first buffer not taken
+        whole may have been taken in part.
+        """
+    def flush(self) -> None:
+        """Mark a boundary at the current end; see the class docstring."""
+    def pop(self, final: bool = False) -> tuple[bytes, bool] | None:
+        """Return the next ``(chunk, at_flush)``, or None.
+
+        In order of preference: a full chunk_size chunk buffered before the
+        next boundary; the bytes up to a pending boundary (``at_flush`` True);
+        with ``final``, whatever remains; otherwise None.
+        """
+    def pop_request_frame(self, final: bool = False) -> bytes | None:
+        """Like ``pop``, but return the chunk as a ServeHTTPRequest frame.
+
+        ``body_complete`` is set when ``final`` is true and the chunk leaves
+        nothing pending. Returns None where ``pop`` would; with ``final`` and
+        nothing pending, send ``encode_request_frame(b"", complete=True)``.
+        """
+    def pop_response_frame(self, final: bool = False) -> bytes | None:
+        """Like ``pop_request_frame``, for ServeHTTPResponse (``flush`` = at_flush)."""
+
+class RequestFrame:
+    """A decoded ServeHTTPRequest: ``init`` bytes or None, ``body`` view, ``complete``."""
+
+    init: bytes | None
+    body: memoryview
+    complete: bool
+    def __init__(self, init: bytes | None, body: memoryview, complete: bool) -> None: ...
+
+class ResponseFrame:
+    """A decoded ServeHTTPResponse: ``init``, ``body``, ``complete``, ``flush``."""
+
+    init: bytes | None
+    body: memoryview
+    complete: bool
+    flush: bool
+    def __init__(
+        self, init: bytes | None, body: memoryview, complete: bool, flush: bool
+    ) -> None: ...
+
+def encode_request_frame(body: Any, *, complete: bool = False) -> bytes:
+    """Protobuf bytes of ServeHTTPRequest{body_chunk=body, body_complete=complete}.
+
+    Byte-identical to the generated class's ``SerializeToString()``.
+    """
+
+def encode_response_frame(body: Any, *, complete: bool = False, flush: bool = False) -> bytes:
+    """Protobuf bytes of ServeHTTPResponse with body_chunk, body_complete, flush."""
+
+def decode_request_frame(data: Any) -> RequestFrame:
+    """Decode a ServeHTTPRequest; ``body`` is a zero-copy view into ``data``.
+
+    Raises FrameError on malformed or truncated input.
+    """
+
+def decode_response_frame(data: Any) -> ResponseFrame:
+    """Decode a ServeHTTPResponse; ``body`` is a zero-copy view into ``data``."""
+
+def encode_sse(
+    data: Any,
+    *,
+    event: Any = None,
+    id: Any = None,  # noqa: A002 - the SSE field's name
+    retry: int | None = None,
+) -> bytes:
+    """One event in the WHATWG ``text/event-stream`` format.
+
+    ``data`` is split on CRLF, CR and LF into one ``data:`` line each, so the
+    client reassembles it exactly. A line break in ``event`` or ``id`` (or NUL
+    in ``id``) raises ValueError; ``retry`` must be a non-negative int.
+    """
+
+__all__ = [
+    "COMPILED",
+    "DEFAULT_CHUNK_SIZE",
+    "Chunker",
+    "FrameError",
+    "RequestFrame",
+    "ResponseFrame",
+    "decode_request_frame",
+    "decode_response_frame",
+    "encode_request_frame",
+    "encode_response_frame",
+    "encode_sse",
+]

@@ -1,0 +1,580 @@
+"""Compiled core: Cython over csrc/ring.c and csrc/frame.c.
+
+The twin of ``chunkwire._core_py``: same names, results and errors; the
+docstrings live there and in ``_core_c.pyi``.
+"""
+
+from cpython.buffer cimport PyBUF_FULL_RO, PyBuffer_IsContiguous, PyBuffer_Release
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
+from cpython.number cimport PyNumber_AsSsize_t
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Check
+from libc.stdint cimport uint64_t
+from libc.string cimport memchr, memcpy, strcmp
+
+from ._errors import FrameError
+
+
+cdef extern from "Python.h":
+    # No exception clause: _get_bytes_view rewrites the error first.
+    int _get_buffer "PyObject_GetBuffer" (object obj, Py_buffer *view, int flags)
+    const Py_ssize_t PY_SSIZE_T_MAX
+
+
+COMPILED = True
+
+DEFAULT_CHUNK_SIZE = 65536
+
+
+# -- buffers -------------------------------------------------------------------
+#
+# The pure twin goes through memoryview(data), then .cast("B") unless the view
+# is already 1-D "B". The checks below give the same results and errors for
+# every exporter without building the memoryview: the same request flags
+# (memoryview asks for PyBUF_FULL_RO), memoryview's own contiguity rule, and
+# the one way that cast can fail on a C-contiguous view.
+
+
+cdef int _not_a_buffer(object data) except -1:
+    if PyErr_ExceptionMatches(TypeError):
+        PyErr_Clear()
+        raise TypeError(
+            f"data must be a bytes-like object, not {type(data).__name__!r}"
+        )
+    return -1
+
+
+cdef bint _c_contiguous(const Py_buffer *view) noexcept:
+    # memoryview's c_contiguous, including how it fills in missing shape and
+    # strides for a 1-D export.
+    cdef Py_ssize_t shape0, stride0
+    if view.suboffsets != NULL:
+        return False
+    if view.ndim == 0:
+        return True
+    if view.ndim == 1:
+        if view.shape != NULL:
+            shape0 = view.shape[0]
+        elif view.itemsize:
+            shape0 = view.len // view.itemsize
+        else:
+            shape0 = 0
+        stride0 = view.strides[0] if view.strides != NULL else view.itemsize
+        return shape0 == 1 or stride0 == view.itemsize
+    return PyBuffer_IsContiguous(<Py_buffer *>view, c'C')
+
+
+cdef int _check_view(Py_buffer *view) except -1:
+    cdef int i
+    if view.ndim > 64:
+        PyBuffer_Release(view)
+        raise ValueError("memoryview: number of dimensions must not exceed 64")
+    if not _c_contiguous(view):
+        PyBuffer_Release(view)
+        raise BufferError("data must be a C-contiguous buffer")
+    if view.ndim != 1 and view.shape != NULL:
+        for i in range(view.ndim):
+            if view.shape[i] == 0:
+                PyBuffer_Release(view)
+                raise TypeError(
+                    "memoryview: cannot cast view with zeros in shape or strides"
+                )
+    return 0
+
+
+cdef inline int _get_bytes_view(object data, Py_buffer *view) except -1:
+    """Acquire a C-contiguous view of data; view.len is its size in bytes.
+
+    On success the caller releases the view; on error it is already released.
+    """
+    if _get_buffer(data, view, PyBUF_FULL_RO) < 0:
+        return _not_a_buffer(data)
+    if (view.ndim == 1 and view.suboffsets == NULL
+            and (view.strides == NULL or view.strides[0] == view.itemsize)):
+        return 0
+    return _check_view(view)
+
+
+cdef object _as_bytes_memoryview(object data):
+    """memoryview of data as 1-D unsigned bytes, as the pure twin makes it."""
+    cdef const Py_buffer *view
+    cdef const char *fmt
+    try:
+        mv = PyMemoryView_FromObject(data)
+    except TypeError:
+        raise TypeError(
+            f"data must be a bytes-like object, not {type(data).__name__!r}"
+        ) from None
+    view = PyMemoryView_GET_BUFFER(mv)
+    if not _c_contiguous(view):
+        mv.release()
+        raise BufferError("data must be a C-contiguous buffer")
+    fmt = view.format
+    if view.ndim != 1 or fmt == NULL or strcmp(fmt, b"B") != 0:
+        mv = mv.cast("B")
+    return mv
+
+
+# -- chunker ---------------------------------------------------------------------
+
+
+cdef class Chunker:
+    """Fixed-capacity ring buffer that cuts a byte stream into chunks.
+
+    See ``chunkwire._core_py.Chunker``.
+    """
+
+    cdef cw_ring _ring
+
+    def __init__(self, chunk_size=DEFAULT_CHUNK_SIZE, capacity=None):
+        cdef Py_ssize_t size, cap
+        cdef unsigned char *buf
+        chunk_size = int(chunk_size)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if capacity is None:
+            capacity = 4 * chunk_size
+        capacity = int(capacity)
+        if capacity < chunk_size:
+            raise ValueError(
+                f"capacity must be >= chunk_size ({chunk_size}), got {capacity}"
+            )
+        # The conversion and errors bytearray(capacity) would give.
+        cap = PyNumber_AsSsize_t(capacity, OverflowError)
+        if cap == PY_SSIZE_T_MAX:
+            raise MemoryError()
+        size = PyNumber_AsSsize_t(chunk_size, OverflowError)
+        buf = <unsigned char *>PyMem_Malloc(<size_t>cap)
+        if buf == NULL:
+            raise MemoryError()
+        PyMem_Free(self._ring.buf)
+        cw_ring_init(&self._ring, buf, <size_t>cap, <size_t>size)
+
+    def __dealloc__(self):
+        PyMem_Free(self._ring.buf)
+        PyMem_Free(self._ring.marks)
+
+    @property
+    def chunk_size(self):
+        return self._ring.chunk_size
+
+    @property
+    def capacity(self):
+        return self._ring.capacity
+
+    @property
+    def pending(self):
+        """Bytes written and not yet popped."""
+        return self._ring.pending
+
+    @property
+    def free(self):
+        """Bytes the next write can accept; ``pending + free == capacity``."""
+        return self._ring.capacity - self._ring.pending
+
+    def write(self, object data):
+        """Copy as much of ``data`` as fits; return the number of bytes taken."""
+        cdef Py_buffer view
+        cdef size_t n
+        _get_bytes_view(data, &view)
+        try:
+            n = cw_ring_write(&self._ring, view.buf, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return n
+
+    def write_many(self, buffers):
+        """Write buffers in order until one does not fit whole.
+
+        Returns the total number of bytes taken; the first buffer not taken
+        whole may have been taken in part.
+        """
+        cdef Py_buffer view
+        cdef size_t n, size
+        cdef size_t total = 0
+        for data in buffers:
+            _get_bytes_view(data, &view)
+            try:
+                size = <size_t>view.len
+                n = cw_ring_write(&self._ring, view.buf, size)
+            finally:
+                PyBuffer_Release(&view)
+            total += n
+            if n < size:
+                break
+        return total
+
+    def flush(self):
+        """Mark a boundary at the current end; see the class docstring."""
+        cdef size_t cap
+        cdef uint64_t *marks
+        while cw_ring_flush(&self._ring):
+            cap = cw_ring_marks_next_cap(&self._ring)
+            marks = <uint64_t *>PyMem_Malloc(cap * sizeof(uint64_t))
+            if marks == NULL:
+                raise MemoryError()
+            PyMem_Free(cw_ring_replace_marks(&self._ring, marks, cap))
+
+    def pop(self, bint final=False):
+        """Return the next ``(chunk, at_flush)``, or None."""
+        cdef int at_flush
+        cdef size_t n = cw_ring_next(&self._ring, final, &at_flush)
+        if n == 0:
+            return None
+        chunk = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+        cw_ring_read(&self._ring, PyBytes_AS_STRING(chunk), n, at_flush)
+        return (chunk, True if at_flush else False)
+
+    def pop_request_frame(self, bint final=False):
+        """Like ``pop``, but return the chunk as a ServeHTTPRequest frame."""
+        return self._pop_frame(final, False)
+
+    def pop_response_frame(self, bint final=False):
+        """Like ``pop_request_frame``, for ServeHTTPResponse (``flush`` = at_flush)."""
+        return self._pop_frame(final, True)
+
+    cdef object _pop_frame(self, bint final, bint with_flush):
+        cdef int at_flush, complete, flush
+        cdef unsigned char *p
+        cdef size_t n = cw_ring_next(&self._ring, final, &at_flush)
+        if n == 0:
+            return None
+        complete = final and n == self._ring.pending
+        flush = at_flush if with_flush else 0
+        # n <= capacity <= PY_SSIZE_T_MAX - 1 leaves room for the few tag bytes.
+        frame = PyBytes_FromStringAndSize(
+            NULL, <Py_ssize_t>cw_frame_size(n, complete, flush)
+        )
+        p = cw_frame_put_head(<unsigned char *>PyBytes_AS_STRING(frame), n)
+        cw_ring_read(&self._ring, p, n, at_flush)
+        cw_frame_put_tail(p + n, complete, flush)
+        return frame
+
+    def __repr__(self):
+        return (
+            f"<Chunker chunk_size={self._ring.chunk_size} capacity={self._ring.capacity} "
+            f"pending={self._ring.pending}>"
+        )
+
+
+# -- frame codec -------------------------------------------------------------------
+
+
+cdef bytes _encode(object body, object complete, object flush):
+    cdef Py_buffer view
+    cdef int c, f
+    cdef size_t n, size
+    cdef unsigned char *p
+    _get_bytes_view(body, &view)
+    try:
+        n = <size_t>view.len
+        c = 1 if complete else 0
+        f = 1 if flush else 0
+        size = cw_frame_size(n, c, f)
+        if size > <size_t>PY_SSIZE_T_MAX:
+            raise OverflowError("join() result is too long for a Python string")
+        out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+        p = cw_frame_put_head(<unsigned char *>PyBytes_AS_STRING(out), n)
+        if n:
+            memcpy(p, view.buf, n)
+        cw_frame_put_tail(p + n, c, f)
+    finally:
+        PyBuffer_Release(&view)
+    return out
+
+
+def encode_request_frame(body, *, complete=False):
+    """Protobuf bytes of ServeHTTPRequest{body_chunk=body, body_complete=complete}.
+
+    Byte-identical to the generated class's ``SerializeToString()``.
+    """
+    return _encode(body, complete, False)
+
+
+def encode_response_frame(body, *, complete=False, flush=False):
+    """Protobuf bytes of ServeHTTPResponse with body_chunk, body_complete, flush."""
+    return _encode(body, complete, flush)
+
+
+cdef class RequestFrame:
+    """A decoded ServeHTTPRequest: ``init`` bytes or None, ``body`` view, ``complete``."""
+
+    cdef public object init
+    cdef public object body
+    cdef public object complete
+
+    def __init__(self, init, body, complete):
+        self.init = init
+        self.body = body
+        self.complete = complete
+
+    def __repr__(self):
+        return (
+            f"<RequestFrame init={self.init is not None} body={self.body.nbytes}B "
+            f"complete={self.complete}>"
+        )
+
+
+cdef class ResponseFrame:
+    """A decoded ServeHTTPResponse: ``init``, ``body``, ``complete``, ``flush``."""
+
+    cdef public object init
+    cdef public object body
+    cdef public object complete
+    cdef public object flush
+
+    def __init__(self, init, body, complete, flush):
+        self.init = init
+        self.body = body
+        self.complete = complete
+        self.flush = flush
+
+    def __repr__(self):
+        return (
+            f"<ResponseFrame init={self.init is not None} body={self.body.nbytes}B "
+            f"complete={self.complete} flush={self.flush}>"
+        )
+
+
+cdef object _frame_error(cw_frame_error *err):
+    cdef int code = err.code
+    cdef uint64_t *v = err.v
+    if code == CW_ERR_TRUNCATED_VARINT:
+        msg = f"truncated varint at offset {v[0]}"
+    elif code == CW_ERR_VARINT_TOO_LONG:
+        msg = f"varint longer than {CW_MAX_VARINT_LEN} bytes at offset {v[0]}"
+    elif code == CW_ERR_TAG_RANGE:
+        msg = f"tag out of range at offset {v[0]}"
+    elif code == CW_ERR_FIELD_ZERO:
+        msg = f"field number 0 at offset {v[0]}"
+    elif code == CW_ERR_WIRE_TYPE:
+        msg = f"field {v[0]} has wire type {v[1]}, expected {v[2]} at offset {v[3]}"
+    elif code == CW_ERR_LENGTH:
+        msg = f"length {v[0]} of field {v[1]} runs past the end at offset {v[2]}"
+    elif code == CW_ERR_TRUNCATED_64:
+        msg = f"truncated 64-bit field {v[0]} at offset {v[1]}"
+    elif code == CW_ERR_TRUNCATED_32:
+        msg = f"truncated 32-bit field {v[0]} at offset {v[1]}"
+    elif code == CW_ERR_GROUP_DEPTH:
+        msg = f"groups nested deeper than {CW_MAX_GROUP_DEPTH}"
+    elif code == CW_ERR_GROUP_MISMATCH:
+        msg = f"end of group {v[0]} at offset {v[1]} does not close group {v[2]}"
+    elif code == CW_ERR_END_GROUP:
+        msg = f"end of group {v[0]} without a start"
+    elif code == CW_ERR_BAD_WIRE_TYPE:
+        msg = f"invalid wire type {v[0]} for field {v[1]}"
+    else:  # pragma: no cover - every code above is covered
+        msg = f"malformed frame (error {code})"
+    return FrameError(msg)
+
+
+cdef object _parse(object data, bint with_flush, cw_frame_info *info):
+    """Parse data into info; return the memoryview the offsets refer to."""
+    cdef cw_frame_error err
+    cdef const Py_buffer *view
+    mv = _as_bytes_memoryview(data)
+    view = PyMemoryView_GET_BUFFER(mv)
+    if cw_frame_decode(
+        <const unsigned char *>view.buf, <size_t>view.len, with_flush, info, NULL, &err
+    ) < 0:
+        raise _frame_error(&err)
+    return mv
+
+
+cdef object _init_bytes(object mv, bint with_flush, const cw_frame_info *info):
+    cdef cw_frame_info again
+    cdef cw_frame_error err
+    cdef const Py_buffer *view
+    if info.init_count == 0:
+        return None
+    view = PyMemoryView_GET_BUFFER(mv)
+    if info.init_count == 1:
+        return PyBytes_FromStringAndSize(
+            <const char *>view.buf + info.init_off, <Py_ssize_t>info.init_len
+        )
+    # Repeated occurrences of an embedded message merge, which is what parsing
+    # their concatenation does.
+    joined = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>info.init_total)
+    cw_frame_decode(
+        <const unsigned char *>view.buf, <size_t>view.len, with_flush, &again,
+        <unsigned char *>PyBytes_AS_STRING(joined), &err,
+    )
+    return joined
+
+
+def decode_request_frame(data):
+    """Decode a ServeHTTPRequest; ``body`` is a zero-copy view into ``data``.
+
+    Raises FrameError on malformed or truncated input.
+    """
+    cdef cw_frame_info info
+    mv = _parse(data, False, &info)
+    cdef RequestFrame frame = RequestFrame.__new__(RequestFrame)
+    frame.init = _init_bytes(mv, False, &info)
+    frame.body = mv[info.body_off : info.body_off + info.body_len]
+    frame.complete = True if info.complete else False
+    return frame
+
+
+def decode_response_frame(data):
+    """Decode a ServeHTTPResponse; ``body`` is a zero-copy view into ``data``."""
+    cdef cw_frame_info info
+    mv = _parse(data, True, &info)
+    cdef ResponseFrame frame = ResponseFrame.__new__(ResponseFrame)
+    frame.init = _init_bytes(mv, True, &info)
+    frame.body = mv[info.body_off : info.body_off + info.body_len]
+    frame.complete = True if info.complete else False
+    frame.flush = True if info.flush else False
+    return frame
+
+
+# -- Server-Sent Events ------------------------------------------------------------
+
+
+cdef object _sse_source(object value, str name, const char **ptr, Py_ssize_t *size):
+    """Bytes of an SSE field as the pure twin takes them.
+
+    Sets ptr and size and returns the object that owns that memory; only
+    immutable owners, so nothing can change the bytes while we use them.
+    """
+    cdef object owner
+    if PyUnicode_Check(value):
+        ptr[0] = PyUnicode_AsUTF8AndSize(value, size)
+        return value
+    if PyBytes_CheckExact(value):
+        owner = value
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        owner = bytes(value)
+    else:
+        raise TypeError(f"{name} must be str or bytes, not {type(value).__name__!r}")
+    ptr[0] = PyBytes_AS_STRING(owner)
+    size[0] = PyBytes_GET_SIZE(owner)
+    return owner
+
+
+cdef int _sse_check_field(const char *p, Py_ssize_t n, str name) except -1:
+    if memchr(p, c'\n', <size_t>n) != NULL or memchr(p, c'\r', <size_t>n) != NULL:
+        raise ValueError(f"SSE {name} must not contain a line break")
+    return 0
+
+
+cdef Py_ssize_t _sse_data(const char *p, Py_ssize_t n, char *out) noexcept:
+    """Write (or, with out NULL, measure) the data: lines of p[0..n).
+
+    Lines end at CRLF, CR or LF, as the pure twin's regex split does.
+    """
+    cdef const char *end = p + n
+    cdef const char *start = p
+    cdef const char *lf
+    cdef const char *cr
+    cdef const char *brk
+    cdef const char *nxt
+    cdef Py_ssize_t total = 0
+    cdef Py_ssize_t length
+    lf = <const char *>memchr(p, c'\n', <size_t>n)
+    if lf == NULL:
+        lf = end
+    cr = <const char *>memchr(p, c'\r', <size_t>n)
+    if cr == NULL:
+        cr = end
+    while True:
+        brk = cr if cr < lf else lf
+        length = brk - start
+        if out != NULL:
+            memcpy(out + total, <const char *>"data: ", 6)
+            memcpy(out + total + 6, start, <size_t>length)
+            out[total + 6 + length] = c'\n'
+        total += 7 + length
+        if brk == end:
+            return total
+        nxt = brk + 1
+        if brk == cr and nxt < end and nxt[0] == c'\n':
+            nxt += 1
+        start = nxt
+        if lf < nxt:
+            lf = <const char *>memchr(nxt, c'\n', <size_t>(end - nxt))
+            if lf == NULL:
+                lf = end
+        if cr < nxt:
+            cr = <const char *>memchr(nxt, c'\r', <size_t>(end - nxt))
+            if cr == NULL:
+                cr = end
+
+
+def encode_sse(data, *, event=None, id=None, retry=None):
+    """One event in the WHATWG ``text/event-stream`` format.
+
+    ``data`` is split on CRLF, CR and LF into one ``data:`` line each, so the
+    client reassembles it exactly. A line break in ``event`` or ``id`` (or NUL
+    in ``id``) raises ValueError; ``retry`` must be a non-negative int.
+    """
+    cdef const char *event_p = NULL
+    cdef const char *id_p = NULL
+    cdef const char *retry_p = NULL
+    cdef const char *data_p = NULL
+    cdef Py_ssize_t event_n = 0, id_n = 0, retry_n = 0, data_n = 0
+    cdef Py_ssize_t size, pos
+    cdef char *out_p
+    cdef object event_o = None, id_o = None, retry_o = None
+    if event is not None:
+        event_o = _sse_source(event, "event", &event_p, &event_n)
+        _sse_check_field(event_p, event_n, "event")
+    if id is not None:
+        id_o = _sse_source(id, "id", &id_p, &id_n)
+        _sse_check_field(id_p, id_n, "id")
+        if memchr(id_p, 0, <size_t>id_n) != NULL:
+            raise ValueError("SSE id must not contain NUL")
+    if retry is not None:
+        if not isinstance(retry, int) or isinstance(retry, bool) or retry < 0:
+            raise ValueError(f"SSE retry must be a non-negative int, got {retry!r}")
+        retry_o = b"retry: %d\n" % retry
+        retry_p = PyBytes_AS_STRING(retry_o)
+        retry_n = PyBytes_GET_SIZE(retry_o)
+    data_o = _sse_source(data, "data", &data_p, &data_n)
+
+    size = _sse_data(data_p, data_n, NULL) + 1 + retry_n
+    if event_o is not None:
+        size += 8 + event_n
+    if id_o is not None:
+        size += 5 + id_n
+    out = PyBytes_FromStringAndSize(NULL, size)
+    out_p = PyBytes_AS_STRING(out)
+    pos = 0
+    if event_o is not None:
+        memcpy(out_p, <const char *>"event: ", 7)
+        memcpy(out_p + 7, event_p, <size_t>event_n)
+        out_p[7 + event_n] = c'\n'
+        pos = 8 + event_n
+    if id_o is not None:
+        memcpy(out_p + pos, <const char *>"id: ", 4)
+        memcpy(out_p + pos + 4, id_p, <size_t>id_n)
+        out_p[pos + 4 + id_n] = c'\n'
+        pos += 5 + id_n
+    if retry_n:
+        memcpy(out_p + pos, retry_p, <size_t>retry_n)
+        pos += retry_n
+    pos += _sse_data(data_p, data_n, out_p + pos)
+    out_p[pos] = c'\n'
+    return out
+
+
+__all__ = [
+    "COMPILED",
+    "DEFAULT_CHUNK_SIZE",
+    "Chunker",
+    "FrameError",
+    "RequestFrame",
+    "ResponseFrame",
+    "decode_request_frame",
+    "decode_response_frame",
+    "encode_request_frame",
+    "encode_response_frame",
+    "encode_sse",
+]
