@@ -107,9 +107,13 @@ class Model:
     def pop(self, final: bool) -> tuple[bytes, bool] | None:
         if self.boundaries:
             distance = self.boundaries[0] - self.read_pos
-            size, at_flush = (distance, True) if distance <= self.chunk_size else (
-                self.chunk_size,
-                False,
+            size, at_flush = (
+                (distance, True)
+                if distance <= self.chunk_size
+                else (
+                    self.chunk_size,
+                    False,
+                )
             )
         elif self.pending >= self.chunk_size:
             size, at_flush = self.chunk_size, False
