@@ -91,6 +91,7 @@ class ClientResponse:
         headers: CIMultiDict[str],
         first_body: memoryview,
         complete: bool,
+        flush: bool = False,
     ) -> None:
         self._call = call
         self._sender = sender
@@ -100,7 +101,7 @@ class ClientResponse:
         self._complete = complete
         self._closed = False
         self.messages = 1
-        self.flushes = 0
+        self.flushes = int(flush)
         self.body = _ResponseBody(self)
         if complete:
             self._finished()
@@ -474,6 +475,7 @@ class PluginClient:
                 _headers(resp_init.headers),
                 frame.body,
                 frame.complete,
+                frame.flush,
             )
         except grpc.aio.AioRpcError as exc:
             await _abandon(call, sender)

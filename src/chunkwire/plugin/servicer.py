@@ -21,6 +21,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chunkwire.plugin")
 
+# grpc.aio reports a read on a cancelled call as EOF and injects the task's
+# cancellation a moment later; a truncated stream waits this long for it.
+_CANCEL_GRACE = 0.25
+
+
+class _CallIO:
+    """context.read/write with a gone peer turned into asyncio.CancelledError."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+
+    async def read(self) -> Any:
+        try:
+            message = await self._context.read()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise asyncio.CancelledError("ServeHTTP call ended") from exc
+        if message is grpc.aio.EOF:
+            # Only reached before body_complete: a cancel, or a truncated stream.
+            await asyncio.sleep(_CANCEL_GRACE)
+        return message
+
+    async def write(self, message: bytes) -> None:
+        try:
+            await self._context.write(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A failed write means the call is over: for the handler, the
+            # client is gone.
+            raise asyncio.CancelledError("ServeHTTP call ended") from exc
+
 
 def _cancel_requested() -> bool:
     # A handler may swallow CancelledError; the task still remembers the request.
@@ -70,9 +105,10 @@ class ServeHTTPServicer:
         except (FrameError, DecodeError, ProtocolError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad request init: {exc}")
         content_length = init.content_length if init.content_length >= 0 else None
-        body = RequestBody(frame.body, frame.complete, context.read, grpc.aio.EOF, content_length)
+        io = _CallIO(context)
+        body = RequestBody(frame.body, frame.complete, io.read, grpc.aio.EOF, content_length)
         request = Request(init, body)
-        response = Response(context.write, self.plugin.chunk_size)
+        response = Response(io.write, self.plugin.chunk_size)
 
         handler, params, allowed = self.plugin.match(request.method, request.path)
         if handler is None:
