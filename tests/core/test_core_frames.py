@@ -9,6 +9,7 @@ protobuf's own parser.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -565,3 +566,33 @@ def test_encode_c_and_py_agree(
     assert encode(core_c, kind, body, complete, flush) == encode(
         core_py, kind, body, complete, flush
     )
+
+
+def test_body_view_holds_the_buffer_until_dropped(core: ModuleType) -> None:
+    wire = bytearray(core.encode_request_frame(b"abc", complete=True))
+    frame = core.decode_request_frame(wire)
+    with pytest.raises(BufferError):
+        wire += b"x"  # exported to the body view
+    body = frame.body
+    del frame
+    assert bytes(body) == b"abc"
+    with pytest.raises(BufferError):
+        wire += b"x"
+    del body
+    gc.collect()
+    wire += b"x"
+
+
+@pytest.mark.parametrize("wire", [b"\x80", b"\x12\x05abc", b"\x2c", b"\x08\x01"])
+def test_failed_decode_releases_the_buffer(core: ModuleType, wire: bytes) -> None:
+    data = bytearray(wire)
+    with pytest.raises(core.FrameError):
+        core.decode_response_frame(data)
+    data += b"x"
+
+
+def test_encode_releases_the_buffer(core: ModuleType) -> None:
+    data = bytearray(b"abc")
+    core.encode_request_frame(data)
+    core.encode_response_frame(data, flush=True)
+    data += b"x"
