@@ -185,6 +185,9 @@ cdef class Chunker:
         cdef size_t n
         _get_bytes_view(data, &view)
         try:
+            # The copy keeps the GIL: it runs at tens of GB/s (about 25 us per
+            # MiB), and releasing it around 1 MiB+ copies halved a writer's
+            # throughput next to one busy Python thread, lost to GIL hand-offs.
             n = cw_ring_write(&self._ring, view.buf, <size_t>view.len)
         finally:
             PyBuffer_Release(&view)
