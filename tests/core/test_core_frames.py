@@ -596,3 +596,14 @@ def test_encode_releases_the_buffer(core: ModuleType) -> None:
     core.encode_request_frame(data)
     core.encode_response_frame(data, flush=True)
     data += b"x"
+
+
+@pytest.mark.parametrize(
+    "wire", [b"", b"\x0a\x00", b"\x0a\x02\x08\x01\x12\x01a\x18\x05\x20\x02", b"\x18\x00\x20\x00"]
+)
+def test_decoded_types(core: ModuleType, wire: bytes) -> None:
+    for frame in (core.decode_request_frame(wire), core.decode_response_frame(wire)):
+        assert frame.init is None or type(frame.init) is bytes
+        assert type(frame.body) is memoryview
+        assert type(frame.complete) is bool
+    assert type(core.decode_response_frame(wire).flush) is bool
