@@ -1,0 +1,159 @@
+"""Real processes started through the CLI: plugins and gateways, each a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(ROOT / "src"), str(HERE)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def peak_rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
+def _connectable_unix(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def _connectable_tcp(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.connect(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Proc:
+    def __init__(self, args: list[str], ready, name: str) -> None:
+        self.args = args
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chunkwire", *args],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while not ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {self.proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{name} did not become ready")
+            time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def peak_rss_mib(self) -> float:
+        return peak_rss_kb(self.pid) / 1024
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+def start_plugin(spec: str, sock: Path) -> Proc:
+    return Proc(
+        ["plugin", spec, "--listen", f"unix:{sock}"],
+        lambda: sock.exists() and _connectable_unix(str(sock)),
+        f"plugin {spec}",
+    )
+
+
+def start_gateway(plugins: dict[str, str], *extra: str) -> tuple[Proc, str]:
+    port = free_port()
+    args = ["gateway", "--port", str(port), "--stats-path", "/_gw/stats"]
+    for plugin_id, address in plugins.items():
+        args += ["--plugin", f"{plugin_id}={address}"]
+    args += list(extra)
+    proc = Proc(args, lambda: _connectable_tcp(port), "gateway")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+class Stack:
+    """A plugin and the gateways in front of it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.sock = tmp / "e2e.sock"
+        self.mm_sock = tmp / "mm.sock"
+        self.plugin = start_plugin("e2e_apps:plugin", self.sock)
+        self.mm = start_plugin("e2e_apps:mm_plugin", self.mm_sock)
+        self.gateway, self.url = start_gateway(
+            {"app": f"unix:{self.sock}", "mm": f"unix:{self.mm_sock}"}, "--mattermost", "mm"
+        )
+        self.limited, self.limited_url = start_gateway(
+            {"app": f"unix:{self.sock}"},
+            "--max-body-size",
+            "1m",
+            "--response-timeout",
+            "1",
+        )
+
+    def gateway_stats(self) -> dict:
+        return httpx.get(self.url + "/_gw/stats").json()
+
+    def plugin_stats(self) -> dict:
+        return httpx.get(self.url + "/plugins/app/stats").json()
+
+    def close(self) -> None:
+        for proc in (self.limited, self.gateway, self.mm, self.plugin):
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("e2e"))
+    try:
+        yield s
+    finally:
+        s.close()
