@@ -1,13 +1,566 @@
-"""``chunkwire bench``: end-to-end numbers against direct uvicorn."""
+"""``chunkwire bench``: end-to-end numbers, each against direct uvicorn in the same run.
+
+Every scenario starts its processes fresh: a plugin (``chunkwire plugin``)
+and a gateway (``chunkwire gateway``) as separate processes, and a plain
+ASGI app doing the same work under uvicorn as the reference. The client is
+this process (raw sockets, so it is never the bottleneck) or wrk when
+installed. Figures are medians of ``--rounds`` runs.
+
+This module imports only the standard library at the top: the reference
+app must not pay for grpc in its memory.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+MIB = 1 << 20
+_BLOCK = bytes(range(256)) * 4096  # 1 MiB
+_SMALL = b"s" * 1024
+_TINY = b"t" * 32
+_TINY_WRITES = 100_000
+
+
+# -- the plugin and the reference app --------------------------------------
+
+
+def bench_plugin() -> Any:
+    """The benchmark plugin (``chunkwire plugin chunkwire.bench:bench_plugin``)."""
+    from .plugin import Plugin
+
+    chunk_size = int(os.environ.get("CHUNKWIRE_BENCH_CHUNK", "65536"))
+    plugin = Plugin("bench", chunk_size=chunk_size)
+
+    @plugin.route("/upload", methods=["POST", "PUT"])
+    async def upload(request: Any, response: Any) -> None:
+        total = 0
+        async for chunk in request.body:
+            total += len(chunk)
+        await response.write(str(total).encode())
+
+    @plugin.route("/download")
+    async def download(request: Any, response: Any) -> None:
+        size = int(request.query["size"])
+        response.headers["Content-Length"] = str(size)
+        block = memoryview(_BLOCK)
+        while size >= len(block):
+            await response.write(block)
+            size -= len(block)
+        if size:
+            await response.write(block[:size])
+
+    @plugin.route("/tiny")
+    async def tiny(request: Any, response: Any) -> None:
+        for _ in range(_TINY_WRITES):
+            await response.write(_TINY)
+
+    @plugin.route("/small")
+    async def small(request: Any, response: Any) -> None:
+        await response.write(_SMALL)
+
+    @plugin.route("/ttfb")
+    async def ttfb(request: Any, response: Any) -> None:
+        await response.write(b"x", flush=True)
+        await asyncio.sleep(0.02)
+
+    return plugin
+
+
+async def direct_app(scope: dict, receive: Callable, send: Callable) -> None:
+    """The reference: the same routes as a plain ASGI app."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"].rsplit("/", 1)[-1]
+    if path == "upload":
+        total = 0
+        more = True
+        while more:
+            message = await receive()
+            total += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = str(total).encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif path == "download":
+        size = int(scope["query_string"].decode().partition("size=")[2])
+        headers = [(b"content-length", str(size).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        block = memoryview(_BLOCK)
+        while size > 0:
+            piece = block[: min(size, len(block))]
+            size -= len(piece)
+            await send({"type": "http.response.body", "body": piece, "more_body": size > 0})
+    elif path == "tiny":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(_TINY_WRITES):
+            await send({"type": "http.response.body", "body": _TINY, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "small":
+        headers = [(b"content-length", b"1024")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": _SMALL})
+    elif path == "ttfb":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        await asyncio.sleep(0.02)
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+# -- processes ---------------------------------------------------------------
+
+
+def _env(chunk_size: int) -> dict[str, str]:
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    env["CHUNKWIRE_BENCH_CHUNK"] = str(chunk_size)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(check: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not check():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready after 30 s")
+        time.sleep(0.02)
+
+
+def _tcp_ready(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    return check
+
+
+def _unix_ready(path: str) -> Callable[[], bool]:
+    def check() -> bool:
+        if not os.path.exists(path):
+            return False
+        with socket.socket(socket.AF_UNIX) as sock:
+            return sock.connect_ex(path) == 0
+
+    return check
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Target:
+    """Base URL plus the processes behind it."""
+
+    def __init__(self, url: str, procs: dict[str, subprocess.Popen]) -> None:
+        self.url = url
+        self.procs = procs
+
+    def peak_rss(self) -> dict[str, float]:
+        return {name: peak_rss_mib(p.pid) for name, p in self.procs.items()}
+
+
+@contextmanager
+def chunkwire_target(chunk_size: int):
+    env = _env(chunk_size)
+    with tempfile.TemporaryDirectory(prefix="chunkwire-bench-") as tmp:
+        sock = os.path.join(tmp, "bench.sock")
+        port = _free_port()
+        py = [sys.executable, "-m", "chunkwire"]
+        quiet = {"stdout": subprocess.DEVNULL, "env": env}
+        plugin = subprocess.Popen(
+            [*py, "plugin", "chunkwire.bench:bench_plugin", "--listen", f"unix:{sock}"], **quiet
+        )
+        procs = {"plugin": plugin}
+        try:
+            _wait_ready(_unix_ready(sock), plugin, "plugin")
+            gateway = subprocess.Popen(
+                [*py, "gateway", "--plugin", f"bench=unix:{sock}", "--port", str(port),
+                 "--chunk-size", str(chunk_size), "--log-level", "error"],
+                **quiet,
+            )
+            procs["gateway"] = gateway
+            _wait_ready(_tcp_ready(port), gateway, "gateway")
+            yield Target(f"http://127.0.0.1:{port}/plugins/bench", procs)
+        finally:
+            for proc in reversed(list(procs.values())):
+                _stop(proc)
+
+
+@contextmanager
+def direct_target():
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "chunkwire.bench:direct_app", "--port", str(port),
+         "--log-level", "error", "--no-access-log"],
+        stdout=subprocess.DEVNULL,
+        env=_env(65536),
+    )
+    try:
+        _wait_ready(_tcp_ready(port), proc, "uvicorn")
+        yield Target(f"http://127.0.0.1:{port}/direct", {"uvicorn": proc})
+    finally:
+        _stop(proc)
+
+
+# -- clients (raw sockets: cheap, so the server side is what is measured) ----
+
+
+def _split(url: str) -> tuple[tuple[str, int], str]:
+    rest = url.removeprefix("http://")
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    return (host, int(port)), "/" + path
+
+
+def _read_head(sock: socket.socket, buf: bytearray) -> tuple[bytes, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            raise RuntimeError(f"connection closed in the response head: {data[:200]!r}")
+        data += piece
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"unexpected response: {head[:200]!r}")
+    return head, rest
+
+
+def _read_to_eof(sock: socket.socket, buf: bytearray) -> int:
+    total = 0
+    view = memoryview(buf)
+    while n := sock.recv_into(view):
+        total += n
+    return total
+
+
+def upload(url: str, size: int) -> float:
+    """Seconds to POST ``size`` bytes and read the answer."""
+    address, path = _split(url)
+    block = memoryview(_BLOCK)
+    with socket.create_connection(address) as sock:
+        start = time.perf_counter()
+        sock.sendall(
+            f"POST {path}/upload HTTP/1.1\r\nHost: b\r\nContent-Length: {size}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        left = size
+        while left > 0:
+            n = min(left, len(block))
+            sock.sendall(block[:n])
+            left -= n
+        buf = bytearray(MIB)
+        head, rest = _read_head(sock, buf)
+        body = rest + bytes(buf[: _read_to_eof(sock, buf)])
+        elapsed = time.perf_counter() - start
+    if int(body) != size:
+        raise RuntimeError(f"upload counted {body!r}, sent {size}")
+    return elapsed
+
+
+def download(url: str, size: int) -> float:
+    address, path = _split(url)
+    with socket.create_connection(address) as sock:
+        start = time.perf_counter()
+        sock.sendall(f"GET {path}/download?size={size} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
+        buf = bytearray(MIB)
+        head, rest = _read_head(sock, buf)
+        got = len(rest)
+        view = memoryview(buf)
+        while got < size:
+            n = sock.recv_into(view)
+            if not n:
+                raise RuntimeError(f"download ended at {got} of {size}")
+            got += n
+        return time.perf_counter() - start
+
+
+def tiny_writes(url: str) -> float:
+    address, path = _split(url)
+    with socket.create_connection(address) as sock:
+        start = time.perf_counter()
+        sock.sendall(f"GET {path}/tiny HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode())
+        buf = bytearray(MIB)
+        _read_head(sock, buf)
+        _read_to_eof(sock, buf)
+        return time.perf_counter() - start
+
+
+def first_byte(url: str) -> float:
+    address, path = _split(url)
+    with socket.create_connection(address) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start = time.perf_counter()
+        sock.sendall(f"GET {path}/ttfb HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            data += sock.recv(65536)
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            # chunked: "1\r\nx\r\n"
+            if sep and b"x" in rest:
+                elapsed = time.perf_counter() - start
+                break
+        _read_to_eof(sock, bytearray(65536))
+        return elapsed
+
+
+_WRK_RPS = re.compile(r"Requests/sec:\s+([0-9.]+)")
+
+
+def requests_per_second(url: str, concurrency: int, seconds: float) -> tuple[float, str]:
+    wrk = shutil.which("wrk")
+    if wrk:
+        threads = min(concurrency, 2)
+        out = subprocess.run(
+            [wrk, f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", url + "/small"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        match = _WRK_RPS.search(out)
+        if not match:
+            raise RuntimeError(f"wrk output not understood: {out}")
+        if "Non-2xx" in out or "Socket errors" in out:
+            raise RuntimeError(f"wrk saw errors: {out}")
+        return float(match.group(1)), "wrk"
+    return asyncio.run(_load_loop(url + "/small", concurrency, seconds)), "asyncio loop"
+
+
+async def _load_loop(url: str, concurrency: int, seconds: float) -> float:
+    address, path = _split(url)
+    request = f"GET {path} HTTP/1.1\r\nHost: b\r\n\r\n".encode()
+    deadline = time.perf_counter() + seconds
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection(*address)
+        try:
+            while time.perf_counter() < deadline:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))
+                await reader.readexactly(length)
+                done += 1
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - start)
+
+
+# -- scenarios ---------------------------------------------------------------
+
+
+def _median(fn: Callable[[], float], rounds: int) -> float:
+    return statistics.median(fn() for _ in range(rounds))
+
+
+class Row:
+    def __init__(self, scenario: str, cw: float, ref: float, unit: str, ratio: float,
+                 note: str = "") -> None:
+        self.scenario = scenario
+        self.cw = cw
+        self.ref = ref
+        self.unit = unit
+        self.ratio = ratio
+        self.note = note
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "chunkwire": self.cw,
+            "reference": self.ref,
+            "unit": self.unit,
+            "ratio": self.ratio,
+            "note": self.note,
+        }
+
+
+def run_scenarios(ns: argparse.Namespace, log: Callable[[str], None]) -> list[Row]:
+    size: int = ns.size
+    rounds: int = ns.rounds
+    rows: list[Row] = []
+    mb = size / 1e6
+    rss: dict[str, float] = {}
+
+    def pair(scenario: str, chunk_size: int, measure: Callable[[Target], float],
+             track_rss: bool = False) -> tuple[float, float]:
+        log(f"  {scenario} ...")
+        with chunkwire_target(chunk_size) as target:
+            cw = _median(lambda: measure(target), rounds)
+            if track_rss:
+                for name, value in target.peak_rss().items():
+                    rss[f"{name}@{chunk_size}"] = max(rss.get(f"{name}@{chunk_size}", 0), value)
+        with direct_target() as target:
+            ref = _median(lambda: measure(target), rounds)
+            if track_rss:
+                rss["uvicorn"] = max(rss.get("uvicorn", 0), target.peak_rss()["uvicorn"])
+        return cw, ref
+
+    human = f"{size / (1 << 30):g} GiB" if size >= 1 << 30 else f"{size / MIB:g} MiB"
+    for chunk_size in ns.chunk_size:
+        tag = f"{chunk_size // 1024} KiB chunks"
+        cw, ref = pair(f"upload {human} [{tag}]", chunk_size,
+                       lambda t: upload(t.url, size), track_rss=True)
+        rows.append(Row(f"upload {human} [{tag}]", mb / cw, mb / ref, "MB/s", ref / cw))
+        cw, ref = pair(f"download {human} [{tag}]", chunk_size,
+                       lambda t: download(t.url, size), track_rss=True)
+        rows.append(Row(f"download {human} [{tag}]", mb / cw, mb / ref, "MB/s", ref / cw))
+
+    chunk_size = ns.chunk_size[0]
+    cw, ref = pair("100k x 32 B writes", chunk_size, lambda t: tiny_writes(t.url))
+    rows.append(Row("100,000 writes of 32 B, flush at end", cw * 1e3, ref * 1e3, "ms", ref / cw,
+                    "ratio = speedup over direct sends"))
+
+    for concurrency in (1, 64):
+        log(f"  small requests c={concurrency} ...")
+        tool = ""
+
+        def rps(t: Target, c: int = concurrency) -> float:
+            nonlocal tool
+            value, tool = requests_per_second(t.url, c, ns.seconds)
+            return value
+
+        with chunkwire_target(chunk_size) as target:
+            rps(target)  # warm-up: connections and channel
+            cw = _median(lambda: rps(target), rounds)
+        with direct_target() as target:
+            rps(target)
+            ref = _median(lambda: rps(target), rounds)
+        rows.append(Row(f"1 KiB requests/s, concurrency {concurrency}", cw, ref, "req/s",
+                        cw / ref, f"load: {tool}"))
+
+    def ttfb(t: Target) -> float:
+        first_byte(t.url)  # warm-up
+        return statistics.median(first_byte(t.url) for _ in range(30))
+
+    cw, ref = pair("time to first flushed byte", chunk_size, ttfb)
+    rows.append(Row("time to first flushed byte", cw * 1e3, ref * 1e3, "ms", cw / ref,
+                    "ratio = chunkwire / direct (lower is better)"))
+
+    for chunk_size in ns.chunk_size:
+        for name in ("gateway", "plugin"):
+            value = rss.get(f"{name}@{chunk_size}", float("nan"))
+            rows.append(Row(f"peak RSS {name} [{chunk_size // 1024} KiB chunks]", value,
+                            rss.get("uvicorn", float("nan")), "MiB",
+                            value / rss.get("uvicorn", float("nan")),
+                            "reference: direct uvicorn"))
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    header = ("scenario", "chunkwire", "reference", "ratio")
+    body = [
+        (r.scenario, f"{r.cw:,.1f} {r.unit}", f"{r.ref:,.1f} {r.unit}",
+         f"{r.ratio:.2f}x" + (f"  ({r.note})" if r.note else ""))
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(3)]
+    lines = [
+        "  ".join(h.ljust(w) for h, w in zip(header[:3], widths)) + "  " + header[3],
+        "  ".join("-" * w for w in widths) + "  -----",
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line[:3], widths)) + "  " + line[3]
+              for line in body]
+    return "\n".join(lines)
+
+
+def _size(text: str) -> int:
+    text = text.strip().lower().removesuffix("ib").removesuffix("b")
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", default="1g")
+    parser.add_argument("--size", type=_size, default=1 << 30,
+                        help="bytes per upload/download (default 1g)")
+    parser.add_argument("--chunk-size", type=_size, action="append", default=None,
+                        help="gateway/plugin chunk size; repeatable (default: 64k and 1m)")
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many runs")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each load run")
+    parser.add_argument("--json", type=Path, default=None, help="save raw numbers here")
 
 
 def run_bench(ns: argparse.Namespace) -> int:
-    raise SystemExit("not yet")
+    if ns.chunk_size is None:
+        ns.chunk_size = [65536, 1 << 20]
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    try:
+        import httptools  # noqa: F401
+
+        http = "httptools"
+    except ImportError:
+        http = "h11"
+    log(f"chunkwire bench: size={ns.size} chunk sizes={ns.chunk_size} rounds={ns.rounds} "
+        f"(uvicorn with {loop} + {http})")
+    rows = run_scenarios(ns, log)
+    print(format_table(rows))
+    if ns.json is not None:
+        ns.json.write_text(json.dumps({
+            "size": ns.size,
+            "chunk_sizes": ns.chunk_size,
+            "rounds": ns.rounds,
+            "loop": loop,
+            "http": http,
+            "rows": [r.as_dict() for r in rows],
+        }, indent=2))
+    return 0
