@@ -251,7 +251,7 @@ cdef class Chunker:
             return None
         complete = final and n == self._ring.pending
         flush = at_flush if with_flush else 0
-        # n <= capacity <= PY_SSIZE_T_MAX - 1 leaves room for the few tag bytes.
+        # n <= capacity, a size we allocated: adding a few tag bytes cannot overflow.
         frame = PyBytes_FromStringAndSize(
             NULL, <Py_ssize_t>cw_frame_size(n, complete, flush)
         )
