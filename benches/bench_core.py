@@ -106,7 +106,7 @@ def small_writes_plain() -> Callable[[], int]:
 def test_small_writes(benchmark: Any, impl: str) -> None:
     run = small_writes_plain() if impl == "plain" else small_writes_core(load_core(impl))
     assert run() == 32 * SMALL_WRITES
-    measure(benchmark, run, rounds=5, bytes=32 * SMALL_WRITES, ops=SMALL_WRITES)
+    measure(benchmark, run, rounds=9, bytes=32 * SMALL_WRITES, ops=SMALL_WRITES)
 
 
 # -- bulk throughput ----------------------------------------------------------
