@@ -102,13 +102,19 @@ class ClientResponse:
         self._closed = False
         self.messages = 1
         self.flushes = int(flush)
-        self.body = _ResponseBody(self)
         if complete:
             self._finished()
 
     @property
     def complete(self) -> bool:
         return self._complete
+
+    @property
+    def body(self) -> _ResponseBody:
+        """Async-iterable over the body's chunks (read-only memoryviews)."""
+        # A fresh object each time: storing it would make a reference cycle and
+        # delay __del__ (which cancels an abandoned call) until a gc pass.
+        return _ResponseBody(self)
 
     async def _next(self) -> memoryview | None:
         pending = self._pending

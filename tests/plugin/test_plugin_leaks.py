@@ -1,0 +1,137 @@
+"""Cancelled calls leave nothing behind (grpc.aio issues 43360 and 43462).
+
+The plugin runs in its own process and reports its asyncio task count, live
+objects and malloc'd bytes; 200 calls of each cancellation pattern must leave
+them where they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chunkwire.client import ClientResponse, PluginClient
+
+HERE = Path(__file__).resolve().parent
+SRC = str(HERE.parents[1] / "src")
+CALLS = 400
+# Allocator noise after warm-up is a few KiB; a per-call leak of the size
+# grpc#43360 causes (~270 B per failed batch) shows as 100+ KiB.
+MALLOC_SLACK = 48 * 1024
+# grpc.aio leaks that much per call whose write is in flight (blocked by flow
+# control) when the client cancels; no plugin-side fix without a task per
+# write (see the servicer). Bounded here so a bigger leak still fails.
+KNOWN_LEAK_SLACK = 2 * 1024 * 1024
+
+
+async def _stats(client: PluginClient) -> dict:  # type: ignore[type-arg]
+    async with client.request("GET", "/stats") as resp:
+        return json.loads(await resp.read())
+
+
+async def _settled(client: PluginClient, base: dict) -> dict:  # type: ignore[type-arg]
+    # Cancelled server tasks unwind asynchronously; nothing signals "done".
+    for _ in range(100):
+        stats = await _stats(client)
+        if stats["tasks"] <= base["tasks"]:
+            return stats
+        await asyncio.sleep(0.05)
+    return stats
+
+
+async def _first_chunk(resp: ClientResponse) -> None:
+    await resp.body.__anext__()
+
+
+async def _one(client: PluginClient, scenario: str) -> None:
+    if scenario == "close-after-first-chunk":
+        async with client.request("GET", "/wait", query={"write": 1}) as resp:
+            await _first_chunk(resp)
+    elif scenario == "cancel-mid-upload":
+        gate = asyncio.Event()
+
+        async def body():  # type: ignore[no-untyped-def]
+            yield b"x" * 1000
+            await gate.wait()  # never set
+
+        async with client.request("POST", "/upload", body=body()) as resp:
+            await _first_chunk(resp)
+    elif scenario == "cancel-mid-write":
+        async with client.request("GET", "/firehose") as resp:
+            await _first_chunk(resp)
+    elif scenario == "handler-swallows-cancel":
+        async with client.request("GET", "/swallow") as resp:
+            await _first_chunk(resp)
+    elif scenario == "cancel-task-awaiting-body":
+        resp = await client.request("GET", "/wait", query={"write": 1})
+        task = asyncio.ensure_future(resp.read())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    elif scenario == "abandoned-response":
+        # Dropped without aclose(): grpc.aio would keep the call in flight
+        # forever (grpc#43462); ClientResponse cancels it when collected.
+        resp = await client.request("GET", "/wait", query={"write": 1})
+        await _first_chunk(resp)
+        del resp
+    else:  # pragma: no cover
+        raise AssertionError(scenario)
+
+
+@pytest.fixture(scope="module")
+def leak_server():  # type: ignore[no-untyped-def]
+    import tempfile
+
+    sock_dir = tempfile.mkdtemp(prefix="cw-leak-", dir="/tmp")
+    address = f"unix:{sock_dir}/leak.sock"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "leak_server.py"), address],
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=SRC),
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert "listening" in proc.stdout.readline()
+    yield address
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0
+    os.rmdir(sock_dir)
+
+
+@pytest.mark.async_timeout(120)
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "close-after-first-chunk",
+        "cancel-mid-upload",
+        "cancel-mid-write",
+        "handler-swallows-cancel",
+        "cancel-task-awaiting-body",
+        "abandoned-response",
+    ],
+)
+async def test_cancelled_calls_leave_nothing(leak_server: str, scenario: str) -> None:
+    async with PluginClient(leak_server) as client:
+        for _ in range(20):  # warm up allocator pools and grpc caches
+            await _one(client, scenario)
+        base = await _settled(client, await _stats(client))
+        client_tasks = len(asyncio.all_tasks())
+        for _ in range(CALLS):
+            await _one(client, scenario)
+        after = await _settled(client, base)
+        gc.collect()
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) <= client_tasks
+    assert after["tasks"] == base["tasks"], (base, after)
+    assert after["objects"] == base["objects"], (base, after)
+    if base["malloc"] is not None:
+        slack = KNOWN_LEAK_SLACK if scenario == "cancel-mid-write" else MALLOC_SLACK
+        assert after["malloc"] - base["malloc"] < slack, (base, after)
