@@ -189,3 +189,10 @@ async def test_first_message_without_init_is_rejected(listen: str) -> None:
         assert result.code.name == "INVALID_ARGUMENT"
         result = await raw_call(server.address, messages=[b"\xff\xff"])
         assert result.code.name == "INVALID_ARGUMENT"
+
+
+async def test_empty_stream_is_rejected(listen: str) -> None:
+    async with serve(make_plugin(State()), listen) as (server, _):
+        result = await raw_call(server.address, messages=[])
+    assert result.code.name == "INVALID_ARGUMENT"
+    assert result.messages == []

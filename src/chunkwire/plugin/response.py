@@ -121,9 +121,18 @@ class Response:
         """Append bytes-like ``data`` (bytes, bytearray, memoryview, numpy array)."""
         if self._finished:
             raise RuntimeError("response already finished")
+        chunker = self._chunker
+        if type(data) is bytes and len(data) < self._chunk_size and len(data) <= chunker.free:
+            # Small writes (token streaming) only land in the ring.
+            chunker.write(data)
+            if chunker.pending >= self._chunk_size:
+                while (frame := chunker.pop_response_frame()) is not None:
+                    await self._emit(frame)
+            if flush:
+                await self.flush()
+            return
         view = _byte_view(data)
         size = view.nbytes
-        chunker = self._chunker
         chunk_size = self._chunk_size
         offset = 0
         while offset < size:

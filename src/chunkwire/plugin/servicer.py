@@ -94,7 +94,8 @@ class ServeHTTPServicer:
             self.active -= 1
 
     async def _serve(self, context: grpc.aio.ServicerContext) -> None:
-        first = await context.read()
+        io = _CallIO(context)
+        first = await io.read()
         if first is grpc.aio.EOF:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty ServeHTTP stream")
         try:
@@ -105,7 +106,6 @@ class ServeHTTPServicer:
         except (FrameError, DecodeError, ProtocolError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad request init: {exc}")
         content_length = init.content_length if init.content_length >= 0 else None
-        io = _CallIO(context)
         body = RequestBody(frame.body, frame.complete, io.read, grpc.aio.EOF, content_length)
         request = Request(init, body)
         response = Response(io.write, self.plugin.chunk_size)
