@@ -14,7 +14,7 @@ from cpython.bytes cimport (
 from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
-from cpython.number cimport PyNumber_AsSsize_t
+from cpython.number cimport PyNumber_AsSsize_t, PyNumber_Index as _index
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Check
 from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcpy, strcmp
@@ -72,20 +72,12 @@ cdef bint _c_contiguous(const Py_buffer *view) noexcept:
 
 
 cdef int _check_view(Py_buffer *view) except -1:
-    cdef int i
     if view.ndim > 64:
         PyBuffer_Release(view)
         raise ValueError("memoryview: number of dimensions must not exceed 64")
     if not _c_contiguous(view):
         PyBuffer_Release(view)
         raise BufferError("data must be a C-contiguous buffer")
-    if view.ndim != 1 and view.shape != NULL:
-        for i in range(view.ndim):
-            if view.shape[i] == 0:
-                PyBuffer_Release(view)
-                raise TypeError(
-                    "memoryview: cannot cast view with zeros in shape or strides"
-                )
     return 0
 
 
@@ -118,6 +110,9 @@ cdef object _as_bytes_memoryview(object data):
         raise BufferError("data must be a C-contiguous buffer")
     fmt = view.format
     if view.ndim != 1 or fmt == NULL or strcmp(fmt, b"B") != 0:
+        if view.len == 0:
+            mv.release()
+            return memoryview(b"")
         mv = mv.cast("B")
     return mv
 
@@ -136,12 +131,12 @@ cdef class Chunker:
     def __init__(self, chunk_size=DEFAULT_CHUNK_SIZE, capacity=None):
         cdef Py_ssize_t size, cap
         cdef unsigned char *buf
-        chunk_size = int(chunk_size)
+        chunk_size = _index(chunk_size)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if capacity is None:
             capacity = 4 * chunk_size
-        capacity = int(capacity)
+        capacity = _index(capacity)
         if capacity < chunk_size:
             raise ValueError(
                 f"capacity must be >= chunk_size ({chunk_size}), got {capacity}"

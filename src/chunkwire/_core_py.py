@@ -6,6 +6,7 @@ Both modules expose the same names and behave identically, errors included;
 
 from __future__ import annotations
 
+import operator
 import re
 from collections import deque
 from collections.abc import Iterable
@@ -38,6 +39,10 @@ def _as_bytes_view(data: Any) -> memoryview:
         view.release()
         raise BufferError("data must be a C-contiguous buffer")
     if view.format != "B" or view.ndim != 1:
+        if view.nbytes == 0:
+            # cast() refuses shapes with a zero in them; nothing to view anyway.
+            view.release()
+            return memoryview(b"")
         view = view.cast("B")
     return view
 
@@ -71,12 +76,12 @@ class Chunker:
     )
 
     def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE, capacity: int | None = None) -> None:
-        chunk_size = int(chunk_size)
+        chunk_size = operator.index(chunk_size)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if capacity is None:
             capacity = 4 * chunk_size
-        capacity = int(capacity)
+        capacity = operator.index(capacity)
         if capacity < chunk_size:
             raise ValueError(
                 f"capacity must be >= chunk_size ({chunk_size}), got {capacity}"
@@ -307,7 +312,8 @@ def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result & 0xFFFFFFFFFFFFFFFF, pos
         shift += 7
-    raise FrameError(f"varint longer than {_MAX_VARINT_LEN} bytes at offset {pos - _MAX_VARINT_LEN}")
+    start = pos - _MAX_VARINT_LEN
+    raise FrameError(f"varint longer than {_MAX_VARINT_LEN} bytes at offset {start}")
 
 
 def _skip_field(buf: memoryview, pos: int, end: int, wire_type: int, field: int, depth: int) -> int:
@@ -336,7 +342,8 @@ def _skip_field(buf: memoryview, pos: int, end: int, wire_type: int, field: int,
             if inner_type == 4:
                 if inner_field != field:
                     raise FrameError(
-                        f"end of group {inner_field} at offset {tag_pos} does not close group {field}"
+                        f"end of group {inner_field} at offset {tag_pos} "
+                        f"does not close group {field}"
                     )
                 return pos
             pos = _skip_field(buf, pos, end, inner_type, inner_field, depth + 1)
@@ -364,9 +371,18 @@ def _expect(field: int, wire_type: int, expected: int, offset: int) -> None:
 
 def _decode(data: Any, with_flush: bool) -> tuple[bytes | None, memoryview, bool, bool]:
     view = _as_bytes_view(data)
+    try:
+        return _parse(view, with_flush)
+    except FrameError:
+        # The traceback keeps frames alive: don't leave data's buffer exported.
+        view.release()
+        raise
+
+
+def _parse(view: memoryview, with_flush: bool) -> tuple[bytes | None, memoryview, bool, bool]:
     end = view.nbytes
     pos = 0
-    init_parts: list[memoryview] = []
+    init_parts: list[bytes] = []
     body_start = body_end = 0
     complete = flush = False
     while pos < end:
@@ -381,7 +397,7 @@ def _decode(data: Any, with_flush: bool) -> tuple[bytes | None, memoryview, bool
                     f"length {length} of field {field} runs past the end at offset {pos}"
                 )
             if field == 1:
-                init_parts.append(view[pos : pos + length])
+                init_parts.append(bytes(view[pos : pos + length]))
             else:
                 body_start, body_end = pos, pos + length
             pos += length
@@ -396,7 +412,12 @@ def _decode(data: Any, with_flush: bool) -> tuple[bytes | None, memoryview, bool
             pos = _skip_field(view, pos, end, wire_type, field, 0)
     # Repeated occurrences of an embedded message merge, which is what parsing
     # their concatenation does.
-    init = b"".join(init_parts) if init_parts else None
+    if not init_parts:
+        init = None
+    elif len(init_parts) == 1:
+        init = init_parts[0]
+    else:
+        init = b"".join(init_parts)
     return init, view[body_start:body_end], complete, flush
 
 
@@ -441,7 +462,7 @@ def encode_sse(
     data: Any,
     *,
     event: Any = None,
-    id: Any = None,  # noqa: A002 - the SSE field's name
+    id: Any = None,
     retry: int | None = None,
 ) -> bytes:
     """One event in the WHATWG ``text/event-stream`` format.
