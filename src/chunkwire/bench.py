@@ -296,7 +296,7 @@ def upload(url: str, size: int) -> float:
             sock.sendall(block[:n])
             left -= n
         buf = bytearray(MIB)
-        head, rest = _read_head(sock, buf)
+        _, rest = _read_head(sock, buf)
         body = rest + bytes(buf[: _read_to_eof(sock, buf)])
         elapsed = time.perf_counter() - start
     if int(body) != size:
@@ -310,7 +310,7 @@ def download(url: str, size: int) -> float:
         start = time.perf_counter()
         sock.sendall(f"GET {path}/download?size={size} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
         buf = bytearray(MIB)
-        head, rest = _read_head(sock, buf)
+        _, rest = _read_head(sock, buf)
         got = len(rest)
         view = memoryview(buf)
         while got < size:
@@ -341,7 +341,7 @@ def first_byte(url: str) -> float:
         data = b""
         while True:
             data += sock.recv(65536)
-            head, sep, rest = data.partition(b"\r\n\r\n")
+            _, sep, rest = data.partition(b"\r\n\r\n")
             # chunked: "1\r\nx\r\n"
             if sep and b"x" in rest:
                 elapsed = time.perf_counter() - start
@@ -358,7 +358,8 @@ def requests_per_second(url: str, concurrency: int, seconds: float) -> tuple[flo
     if wrk:
         threads = min(concurrency, 2)
         out = subprocess.run(
-            [wrk, f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", url + "/small"],
+            [wrk, f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+             url + "/small"],
             capture_output=True,
             text=True,
             check=True,
@@ -505,10 +506,10 @@ def format_table(rows: list[Row]) -> str:
     ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(3)]
     lines = [
-        "  ".join(h.ljust(w) for h, w in zip(header[:3], widths)) + "  " + header[3],
+        "  ".join(h.ljust(w) for h, w in zip(header[:3], widths, strict=True)) + "  " + header[3],
         "  ".join("-" * w for w in widths) + "  -----",
     ]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(line[:3], widths)) + "  " + line[3]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line[:3], widths, strict=True)) + "  " + line[3]
               for line in body]
     return "\n".join(lines)
 
