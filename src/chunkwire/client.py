@@ -60,16 +60,13 @@ def _byte_view(data: Any) -> memoryview:
 
 
 def _is_buffer(body: Any) -> bool:
-    return (
-        isinstance(body, (bytes, bytearray, memoryview))
-        or hasattr(body, "__buffer__")
-        or (not isinstance(body, (str, AsyncIterable, Iterable)) and _supports_buffer(body))
-    )
-
-
-def _supports_buffer(obj: Any) -> bool:
+    # Checked before iterability: a numpy array is both, and is one buffer.
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return True
+    if isinstance(body, (str, AsyncIterable)):
+        return False
     try:
-        memoryview(obj).release()
+        memoryview(body).release()
     except TypeError:
         return False
     return True
@@ -416,6 +413,8 @@ class PluginClient:
         context: http_pb2.PluginContext | None,
         timeout: float | None,
     ) -> ClientResponse:
+        if isinstance(body, str):
+            raise TypeError("body must be bytes-like or an iterable of bytes-like chunks, not str")
         if self._channel is None:
             self.open()
         url = path

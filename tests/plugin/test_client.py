@@ -142,3 +142,27 @@ async def test_broken_streams_are_errors(sock_dir: str, mode: str, error: type) 
                 await resp.read()
     finally:
         await server.stop(None)
+
+
+async def test_numpy_and_bytearray_bodies_are_one_buffer(listen: str) -> None:
+    import hashlib
+    import json
+
+    import numpy as np
+
+    array = np.arange(100_000, dtype=np.uint32)
+    async with serve(make_plugin(State()), listen) as (_, client):
+        for body in (array, bytearray(array.tobytes()), memoryview(array.tobytes())):
+            resp = await client.request("POST", "/upload", body=body)
+            doc = json.loads(await resp.read())
+            assert doc["sha256"] == hashlib.sha256(array.tobytes()).hexdigest()
+            assert doc["chunks"] == 7  # 400,000 bytes in 64 KiB chunks
+            resp = await client.request("POST", "/info", body=body)
+            # Sent as one buffer, so its length is known up front.
+            assert json.loads(await resp.read())["content_length"] == 400_000
+
+
+async def test_str_body_rejected(listen: str) -> None:
+    async with serve(make_plugin(State()), listen) as (_, client):
+        with pytest.raises(TypeError, match="not str"):
+            await client.request("POST", "/upload", body="text")  # type: ignore[arg-type]

@@ -88,10 +88,10 @@ class Plugin:
         ``methods`` None accepts any method. Routes are tried in registration
         order; the first whose path and method match wins.
         """
-        pattern, names = compile_path(path)
-        allowed = None if methods is None else frozenset(m.upper() for m in methods)
         if isinstance(methods, str):
             raise TypeError("methods must be a list of method names, not a str")
+        pattern, names = compile_path(path)
+        allowed = None if methods is None else frozenset(m.upper() for m in methods)
 
         def register(handler: Handler) -> Handler:
             self.routes.append(Route(path, allowed, handler, pattern, names))
