@@ -27,7 +27,14 @@ _CANCEL_GRACE = 0.25
 
 
 class _CallIO:
-    """context.read/write with a gone peer turned into asyncio.CancelledError."""
+    """context.read/write with a gone peer turned into asyncio.CancelledError.
+
+    Writes are awaited directly. When the client cancels while a write waits
+    on flow control, grpc.aio leaks that batch's native op array (~270 bytes,
+    grpc#43360). Shielding each write in its own task cut that to ~55 bytes
+    but cost a task and a loop turn per frame (64 KiB downloads ran 35-60%
+    slower), so writes stay direct.
+    """
 
     __slots__ = ("_context",)
 
