@@ -15,7 +15,6 @@ read-only ``memoryview`` objects over the received messages (no copy).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterable, Generator, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -187,10 +186,7 @@ class ClientResponse:
         if not self._complete and not self._closed:
             self._call.cancel()
         self._closed = True
-        if not self._sender.done():
-            self._sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._sender
+        await _stop_sender(self._sender)
 
     async def __aenter__(self) -> ClientResponse:
         return self
@@ -447,6 +443,7 @@ class PluginClient:
 
         call = self._stub()
         sender = asyncio.ensure_future(_send_request(call, init_message, body, self.chunk_size))
+        sender.add_done_callback(_retrieve)
         try:
             try:
                 if timeout is None:
@@ -515,10 +512,22 @@ async def _abandon(call: grpc.aio.StreamStreamCall, sender: asyncio.Task[None]) 
     # An abandoned grpc.aio call is never collected, hence never cancelled
     # (grpc#43462): always cancel explicitly.
     call.cancel()
+    await _stop_sender(sender)
+
+
+async def _stop_sender(sender: asyncio.Task[None]) -> None:
     if not sender.done():
         sender.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await sender
+        # wait() rather than await: a cancel of this task still propagates,
+        # and the sender's own outcome is not raised here.
+        await asyncio.wait((sender,))
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # The sender's error, if any, is raised where it matters (_sender_error);
+    # mark it retrieved so asyncio does not log it again.
+    if not task.cancelled():
+        task.exception()
 
 
 __all__ = ["ClientResponse", "PluginClient"]
