@@ -31,6 +31,8 @@ log = logging.getLogger("chunkwire.gateway")
 
 EOF = grpc.aio.EOF
 
+_STATUS_GRACE = 5.0
+
 _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
 
@@ -357,8 +359,13 @@ class Forward:
     async def _drain_status(self) -> None:
         # The plugin ends the RPC right after body_complete; collect its status
         # so the call is done (and freed) rather than left to a later cancel.
-        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-            await self._call.read()
+        # A plugin that never ends it is cancelled after a grace period.
+        guard = asyncio.get_running_loop().call_later(_STATUS_GRACE, self._call.cancel)
+        try:
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await self._call.read()
+        finally:
+            guard.cancel()
 
     async def _ended_early(self) -> None:
         reason = self._reason
