@@ -21,7 +21,7 @@ import logging
 import grpc
 import grpc.aio
 
-from .._core import Chunker, decode_response_frame, encode_request_frame
+from .._core import decode_response_frame, encode_request_frame
 from .._errors import FrameError
 from .._proto import http_pb2
 from .._wire import valid_status
@@ -32,6 +32,19 @@ log = logging.getLogger("chunkwire.gateway")
 EOF = grpc.aio.EOF
 
 _STATUS_GRACE = 5.0
+
+_BODY_TAG = b"\x12"  # ServeHTTPRequest.body_chunk, length-delimited
+_COMPLETE = encode_request_frame(b"", complete=True)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
 
 _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
@@ -196,11 +209,29 @@ class Forward:
             if message.get("type") == "http.disconnect":
                 return
 
+    def _frame(self, pieces: list[memoryview], size: int, complete: bool) -> bytes:
+        # One copy from the received bytes into the frame: the same bytes as
+        # encode_request_frame over their concatenation (ServeHTTPRequest
+        # field 2, then field 3), without first gathering them in a ring.
+        parts: list[bytes | memoryview] = []
+        if self._init:
+            parts.append(self._init)
+            self._init = b""
+        if size:
+            parts.append(_BODY_TAG)
+            parts.append(_varint(size))
+            parts.extend(pieces)
+        if complete:
+            parts.append(_COMPLETE)
+        return b"".join(parts)
+
     async def _pump_body(self) -> None:
         chunk_size = self._chunk_size
-        chunker = Chunker(chunk_size, 4 * chunk_size)
         limit = self._max_body_size
         received = 0
+        # Received bytes not framed yet: never more than one chunk.
+        pieces: list[memoryview] = []
+        buffered = 0
         pending = self._next_message()
         if self._init:
             # Send the init right away unless the first body bytes are already
@@ -224,29 +255,25 @@ class Forward:
                 view = memoryview(body)
                 size = len(view)
                 offset = 0
-                while offset < size:
-                    if chunker.pending == 0 and size - offset >= chunk_size:
-                        # A whole chunk straight from the received bytes: one
-                        # copy fewer than going through the ring.
-                        end = offset + chunk_size
-                        frame = encode_request_frame(view[offset:end])
-                        offset = end
-                        if not await self._write(frame):
-                            return
-                        continue
-                    offset += chunker.write(view[offset:])
-                    while (frame := chunker.pop_request_frame()) is not None:
-                        if not await self._write(frame):
-                            return
+                while size - offset >= chunk_size - buffered:
+                    end = offset + chunk_size - buffered
+                    pieces.append(view[offset:end])
+                    offset = end
+                    frame = self._frame(pieces, chunk_size, False)
+                    pieces.clear()
+                    buffered = 0
+                    if not await self._write(frame):
+                        return
+                if offset < size:
+                    pieces.append(view[offset:])
+                    buffered += size - offset
             if more and self._init and not await self._write(b""):
                 return
             if not more:
                 self._body_done = True
-                if chunker.pending == 0:
-                    await self._write(encode_request_frame(b"", complete=True))
-                while (frame := chunker.pop_request_frame(final=True)) is not None:
-                    if not await self._write(frame):
-                        return
+                frame = self._frame(pieces, buffered, True)
+                pieces.clear()
+                await self._write(frame)
                 return
 
     # -- response side ----------------------------------------------------------
