@@ -143,6 +143,15 @@ def _env(chunk_size: int) -> dict[str, str]:
     return env
 
 
+def _reference_env() -> dict[str, str]:
+    # The same malloc thresholds the chunkwire CLI sets in its servers
+    # (cli.tune_malloc), so the reference is not handicapped by heap trimming.
+    env = _env(65536)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 * 1024 * 1024))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 * 1024 * 1024))
+    return env
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -240,7 +249,7 @@ def direct_target():
         [sys.executable, "-m", "uvicorn", "chunkwire.bench:direct_app", "--port", str(port),
          "--log-level", "error", "--no-access-log"],
         stdout=subprocess.DEVNULL,
-        env=_env(65536),
+        env=_reference_env(),
     )
     try:
         _wait_ready(_tcp_ready(port), proc, "uvicorn")

@@ -29,6 +29,28 @@ def _size(text: str) -> int:
     return int(text)
 
 
+def tune_malloc() -> None:
+    """Keep glibc from trimming and re-growing the heap for every body chunk.
+
+    Chunk-sized buffers are allocated and freed thousands of times a second;
+    with the default thresholds each cycle costs brk calls and page faults
+    (zeroing fresh pages), which is most of a server's system time. Freed
+    memory stays in the heap instead, bounded by the peak. No-op elsewhere.
+    """
+    if os.environ.get("CHUNKWIRE_NO_MALLOPT") or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+    mallopt(m_trim_threshold, 128 * 1024 * 1024)
+
+
 def load_plugin(spec: str) -> Plugin:
     """Import ``MODULE:ATTR``; ATTR is a Plugin or a callable returning one."""
     from .plugin import Plugin
@@ -91,6 +113,7 @@ def _uvicorn_server(app: Any, host: str, port: int, log_level: str) -> Any:
 
 
 def _cmd_plugin(ns: argparse.Namespace) -> int:
+    tune_malloc()
     logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     plugin = load_plugin(ns.spec)
     with contextlib.suppress(KeyboardInterrupt):
@@ -112,6 +135,7 @@ def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
 
 
 def _cmd_gateway(ns: argparse.Namespace) -> int:
+    tune_malloc()
     plugins = _parse_plugins(ns.plugin)
     if not plugins:
         raise SystemExit("chunkwire: gateway needs at least one --plugin ID=ADDRESS")
@@ -170,6 +194,7 @@ async def _run_demo(ns: argparse.Namespace) -> int:
 
 
 def _cmd_demo(ns: argparse.Namespace) -> int:
+    tune_malloc()
     logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(_run_demo(ns))

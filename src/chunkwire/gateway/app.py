@@ -17,7 +17,7 @@ import grpc
 from .._core import DEFAULT_CHUNK_SIZE
 from .._proto import http_pb2
 from .._wire import headers_to_proto
-from .forward import Forward, send_plain
+from .forward import Forward, send_plain, send_plain_early
 from .types import Receive, Scope, Send
 from .upstream import Upstream
 
@@ -197,7 +197,7 @@ class Gateway:
                 chunked = True
         if self.max_body_size is not None and content_length > self.max_body_size:
             self._counters["too_large"] = self._counters.get("too_large", 0) + 1
-            await send_plain(send, 413, "Request Entity Too Large", close=True)
+            await send_plain_early(receive, send, 413, "Request Entity Too Large")
             return
 
         identity: Identity | None = None

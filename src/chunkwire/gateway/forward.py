@@ -32,6 +32,8 @@ log = logging.getLogger("chunkwire.gateway")
 EOF = grpc.aio.EOF
 
 _STATUS_GRACE = 5.0
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 32 * 1024 * 1024
 
 _BODY_TAG = b"\x12"  # ServeHTTPRequest.body_chunk, length-delimited
 _COMPLETE = encode_request_frame(b"", complete=True)
@@ -86,6 +88,43 @@ async def send_plain(send: Send, status: int, text: str, *, close: bool = False)
     await send(body)
 
 
+async def linger(receive: Receive, send: Send) -> None:
+    """Finish a response sent before the request body was read.
+
+    The response (with its length known) is already out, so the client has
+    it; reading and discarding a bounded amount of the body before the
+    connection closes keeps the kernel from answering the client's further
+    data with a reset that can destroy that response before it is read
+    (curl, mid-upload, then reports no status at all).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _LINGER_SECONDS
+    budget = _LINGER_BYTES
+    while budget > 0:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        try:
+            message = await asyncio.wait_for(receive(), remaining)
+        except asyncio.TimeoutError:
+            break
+        if message.get("type") != "http.request":
+            break
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def send_plain_early(receive: Receive, send: Send, status: int, text: str) -> None:
+    """``send_plain`` for an answer given while the client may still be sending."""
+    start, body = plain_response(status, text, close=True)
+    body["more_body"] = True
+    await send(start)
+    await send(body)
+    await linger(receive, send)
+
+
 def unreachable(error: grpc.aio.AioRpcError) -> bool:
     if error.code() != grpc.StatusCode.UNAVAILABLE:
         return False
@@ -101,6 +140,7 @@ class Forward:
         "_call",
         "_chunk_size",
         "_init",
+        "_linger",
         "_max_body_size",
         "_plugin_id",
         "_reason",
@@ -109,6 +149,7 @@ class Forward:
         "_response_done",
         "_response_timeout",
         "_send",
+        "_sized",
         "_started",
         "_stats",
         "_timer",
@@ -144,6 +185,8 @@ class Forward:
         self._body_done = False
         self._timer: asyncio.TimerHandle | None = None
         self._recv_task: asyncio.Future[Message] | None = None
+        self._sized = False  # the response's length is known to the client
+        self._linger = False  # the response still needs its final (empty) send
         # Without a body the init and an empty complete frame leave as one message
         # before anything is read from the client.
         self._write_first = not body_expected
@@ -292,6 +335,8 @@ class Forward:
             if not self._call.done():
                 self._call.cancel()
             await self._stop_pump(pump)
+        if self._linger:
+            await linger(self._receive, self._send)
 
     async def _stop_pump(self, pump: asyncio.Task[None]) -> None:
         if not pump.done():
@@ -341,7 +386,16 @@ class Forward:
                     return
             if frame.complete:
                 self._response_done = True
-                await send({"type": "http.response.body", "body": frame.body, "more_body": False})
+                if not self._body_done and self._sized:
+                    # Finished after the request body was cut short: run() lingers.
+                    self._linger = True
+                    await send(
+                        {"type": "http.response.body", "body": frame.body, "more_body": True}
+                    )
+                else:
+                    await send(
+                        {"type": "http.response.body", "body": frame.body, "more_body": False}
+                    )
                 await self._drain_status()
                 return
             if frame.body:
@@ -369,10 +423,12 @@ class Forward:
             name = header.key.lower().encode("latin-1")
             if name in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
                 has_length = True
+                self._sized = self._sized or name == _CONTENT_LENGTH
             for value in header.values:
                 headers.append((name, value))
         if complete and not has_length:
             headers.append((_CONTENT_LENGTH, str(len(body)).encode()))
+            self._sized = True
         if not self._body_done:
             # The rest of the request body will not be read: the connection
             # cannot carry another request.
@@ -401,7 +457,11 @@ class Forward:
         if self._started:
             raise UpstreamAborted(f"plugin {self._plugin_id!r}: {reason}")
         if reason == "too_large":
-            await send_plain(self._send, 413, "Request Entity Too Large", close=True)
+            start, body = plain_response(413, "Request Entity Too Large", close=True)
+            body["more_body"] = True
+            await self._send(start)
+            await self._send(body)
+            self._linger = True
         elif reason == "timeout":
             await send_plain(self._send, 504, "Gateway Timeout", close=not self._body_done)
 
