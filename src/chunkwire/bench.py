@@ -143,12 +143,16 @@ def _env(chunk_size: int) -> dict[str, str]:
     return env
 
 
+_TUNED_REFERENCE = False
+
+
 def _reference_env() -> dict[str, str]:
-    # The same malloc thresholds the chunkwire CLI sets in its servers
-    # (cli.tune_malloc), so the reference is not handicapped by heap trimming.
     env = _env(65536)
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 * 1024 * 1024))
-    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 * 1024 * 1024))
+    if _TUNED_REFERENCE:
+        # The malloc thresholds the chunkwire CLI sets in its servers
+        # (cli.tune_malloc); plain uvicorn, as users run it, has glibc defaults.
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 * 1024 * 1024))
+        env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 * 1024 * 1024))
     return env
 
 
@@ -539,9 +543,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="median of this many runs")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each load run")
     parser.add_argument("--json", type=Path, default=None, help="save raw numbers here")
+    parser.add_argument(
+        "--tuned-reference", action="store_true",
+        help="give the direct uvicorn reference the malloc thresholds chunkwire's CLI uses",
+    )
 
 
 def run_bench(ns: argparse.Namespace) -> int:
+    global _TUNED_REFERENCE
+    _TUNED_REFERENCE = ns.tuned_reference
     if ns.chunk_size is None:
         ns.chunk_size = [65536, 1 << 20]
 
@@ -561,7 +571,8 @@ def run_bench(ns: argparse.Namespace) -> int:
     except ImportError:
         http = "h11"
     log(f"chunkwire bench: size={ns.size} chunk sizes={ns.chunk_size} rounds={ns.rounds} "
-        f"(uvicorn with {loop} + {http})")
+        f"(uvicorn with {loop} + {http}; reference malloc "
+        f"{'tuned like chunkwire' if ns.tuned_reference else 'glibc defaults'})")
     rows = run_scenarios(ns, log)
     print(format_table(rows))
     if ns.json is not None:
@@ -571,6 +582,7 @@ def run_bench(ns: argparse.Namespace) -> int:
             "rounds": ns.rounds,
             "loop": loop,
             "http": http,
+            "tuned_reference": ns.tuned_reference,
             "rows": [r.as_dict() for r in rows],
         }, indent=2))
     return 0
