@@ -81,10 +81,32 @@ def _parse_plugins(values: list[str]) -> dict[str, str]:
     return plugins
 
 
-def _uvicorn_server(app: Any, host: str, port: int, log_level: str) -> Any:
+def _uvicorn_server(
+    app: Any, host: str, port: int, log_level: str, grace: float = 3.0
+) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # Responses still streaming after ``grace`` seconds are cut by
+            # closing their connections: the client sees a truncated response
+            # (never a clean end), the gateway cancels the plugin calls as for
+            # any disconnect, and nothing is left for uvicorn to cancel (which
+            # would log a traceback per request).
+            async def cut() -> None:
+                await asyncio.sleep(grace)
+                for connection in list(self.server_state.connections):
+                    cycle = getattr(connection, "cycle", None)
+                    transport = getattr(connection, "transport", None)
+                    if cycle is not None and transport is not None and not cycle.response_complete:
+                        transport.close()
+
+            cutter = asyncio.ensure_future(cut())
+            try:
+                await super().shutdown(sockets)
+            finally:
+                cutter.cancel()
+
         # uvicorn re-raises a captured SIGINT after shutting down, which ends
         # in a KeyboardInterrupt traceback; a clean stop is all we want.
         @contextlib.contextmanager
@@ -103,7 +125,7 @@ def _uvicorn_server(app: Any, host: str, port: int, log_level: str) -> Any:
         port=port,
         log_level=log_level,
         lifespan="on",
-        timeout_graceful_shutdown=3,
+        timeout_graceful_shutdown=grace + 5,
         access_log=log_level in ("info", "debug"),
     )
     return Server(config)
@@ -139,7 +161,9 @@ def _cmd_gateway(ns: argparse.Namespace) -> int:
     plugins = _parse_plugins(ns.plugin)
     if not plugins:
         raise SystemExit("chunkwire: gateway needs at least one --plugin ID=ADDRESS")
-    server = _uvicorn_server(_gateway_from(ns, plugins), ns.host, ns.port, ns.log_level)
+    server = _uvicorn_server(
+        _gateway_from(ns, plugins), ns.host, ns.port, ns.log_level, grace=ns.graceful_timeout
+    )
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     return 0 if server.started else 1
@@ -175,7 +199,7 @@ async def _run_demo(ns: argparse.Namespace) -> int:
         plugin_server = await plugin.start(listen)
         try:
             gateway = _gateway_from(ns, {"demo": plugin_server.address})
-            server = _uvicorn_server(gateway, ns.host, ns.port, ns.log_level)
+            server = _uvicorn_server(gateway, ns.host, ns.port, ns.log_level, grace=0.0)
             config = server.config
             config.load()
 
@@ -246,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="route /plugins/ID/ to ADDRESS (unix:/path.sock or HOST:PORT); repeatable",
     )
     _add_gateway_options(gateway)
+    gateway.add_argument(
+        "--graceful-timeout", type=float, default=3.0, metavar="S",
+        help="on SIGINT/SIGTERM, let running responses finish for S seconds, then cut them",
+    )
     gateway.set_defaults(func=_cmd_gateway)
 
     bench = sub.add_parser("bench", help="end-to-end benchmark vs direct uvicorn")

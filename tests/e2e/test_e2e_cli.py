@@ -19,6 +19,7 @@ pytestmark = pytest.mark.timeout(60)
 def test_demo_serves_and_stops_cleanly():
     before = set(Path(tempfile.gettempdir()).glob("chunkwire-demo-*"))
     port = free_port()
+    interrupted = False
     proc = subprocess.Popen(
         [sys.executable, "-m", "chunkwire", "demo", "--port", str(port)],
         env=_env(),
@@ -44,8 +45,18 @@ def test_demo_serves_and_stops_cleanly():
         assert len(r.content) == 3_000_000
         r = httpx.get(base + "/headers?q=1", headers={"X-Trace": "a"})
         assert r.json()["headers"]["x-trace"] == ["a"]
+        # Ctrl-C while a response is still streaming: it is cut, not ended cleanly
+        with httpx.stream("GET", base + "/ticks?n=1000&interval=0.05") as r:
+            lines = r.iter_lines()
+            assert next(lines) == "tick 0"
+            proc.send_signal(signal.SIGINT)
+            interrupted = True
+            with pytest.raises(httpx.RemoteProtocolError):
+                for _ in lines:
+                    pass
     finally:
-        proc.send_signal(signal.SIGINT)
+        if proc.poll() is None and not interrupted:
+            proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert "Traceback" not in err
