@@ -146,8 +146,15 @@ def _cmd_plugin(ns: argparse.Namespace) -> int:
 def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
     from .gateway import Gateway
 
+    tls = None
+    if getattr(ns, "tls_ca", None):
+        import grpc
+
+        with open(ns.tls_ca, "rb") as ca:
+            tls = grpc.ssl_channel_credentials(root_certificates=ca.read())
     return Gateway(
         plugins,
+        tls=tls,
         chunk_size=ns.chunk_size,
         max_body_size=ns.max_body_size,
         response_timeout=ns.response_timeout if ns.response_timeout > 0 else None,
@@ -270,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="route /plugins/ID/ to ADDRESS (unix:/path.sock or HOST:PORT); repeatable",
     )
     _add_gateway_options(gateway)
+    gateway.add_argument(
+        "--tls-ca", metavar="PEM",
+        help="CA bundle for TLS to TCP plugins (default: system roots for non-loopback "
+        "addresses; loopback and unix sockets are plaintext)",
+    )
     gateway.add_argument(
         "--graceful-timeout", type=float, default=3.0, metavar="S",
         help="on SIGINT/SIGTERM, let running responses finish for S seconds, then cut them",
