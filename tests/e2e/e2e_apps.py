@@ -147,6 +147,18 @@ async def early_413(request: Request, response: Response) -> None:
     await response.write(b"too large, not reading it\n")
 
 
+async def stall_upload(request: Request, response: Response) -> None:
+    """Read one chunk, then nothing until the test creates ``file``; then count the rest."""
+    path = request.query["file"]
+    body = request.body.__aiter__()
+    total = len(await body.__anext__())
+    while not os.path.exists(path):
+        await asyncio.sleep(0.01)
+    async for chunk in body:
+        total += len(chunk)
+    await response.write(str(total).encode())
+
+
 async def hang(request: Request, response: Response) -> None:
     await asyncio.Event().wait()
 
@@ -177,5 +189,6 @@ for app in (plugin, mm_plugin):
     app.add_route("/late-header", late_header)
     app.add_route("/early-413", early_413, methods=["POST", "PUT"])
     app.add_route("/hang", hang)
+    app.add_route("/stall-upload", stall_upload, methods=["POST"])
     app.add_route("/exit", exit_now)
     app.add_route("/stats", stats)

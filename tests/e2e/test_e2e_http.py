@@ -187,3 +187,43 @@ def test_mattermost_named_method_answers_like_ours(stack):
     r_app = httpx.get(stack.url + "/plugins/app/multi-headers")
     assert r_mm.headers.get_list("set-cookie") == r_app.headers.get_list("set-cookie")
     assert r_mm.content == r_app.content
+
+
+def test_slow_plugin_stops_the_gateway_reading(stack, tmp_path):
+    # The plugin reads one chunk and stalls: the upload must stall too, with
+    # only bounded buffers (sockets, HTTP/2 windows, one chunk) in between.
+    import threading
+
+    release = tmp_path / "go"
+    total = 256 << 20
+    sent = 0
+    result = {}
+
+    def body():
+        nonlocal sent
+        block = bytes(1 << 20)
+        for _ in range(total >> 20):
+            sent += len(block)
+            yield block
+
+    def upload():
+        result["response"] = httpx.post(
+            stack.url + "/plugins/app/stall-upload",
+            params={"file": str(release)},
+            content=body(),
+            timeout=60,
+        )
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() - stable_since < 1.0:  # until the client stops making progress
+        if sent != last:
+            last, stable_since = sent, time.monotonic()
+        time.sleep(0.05)
+    assert sent < 64 << 20, f"{sent >> 20} MiB left the client while the plugin read nothing"
+    release.touch()
+    thread.join(60)
+    r = result["response"]
+    assert r.status_code == 200
+    assert int(r.text) == total
