@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -82,11 +82,23 @@ def _parse_plugins(values: list[str]) -> dict[str, str]:
 
 
 def _uvicorn_server(
-    app: Any, host: str, port: int, log_level: str, grace: float = 3.0
+    app: Any,
+    host: str,
+    port: int,
+    log_level: str,
+    grace: float = 3.0,
+    on_started: Callable[[str], None] | None = None,
 ) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started and on_started is not None and self.servers:
+                # The bound port, which differs from --port 0.
+                bound = self.servers[0].sockets[0].getsockname()
+                on_started(f"http://{bound[0]}:{bound[1]}")
+
         async def shutdown(self, sockets: Any = None) -> None:
             # Responses still streaming after ``grace`` seconds are cut by
             # closing their connections: the client sees a truncated response
@@ -169,7 +181,12 @@ def _cmd_gateway(ns: argparse.Namespace) -> int:
     if not plugins:
         raise SystemExit("chunkwire: gateway needs at least one --plugin ID=ADDRESS")
     server = _uvicorn_server(
-        _gateway_from(ns, plugins), ns.host, ns.port, ns.log_level, grace=ns.graceful_timeout
+        _gateway_from(ns, plugins),
+        ns.host,
+        ns.port,
+        ns.log_level,
+        grace=ns.graceful_timeout,
+        on_started=lambda url: print(f"chunkwire gateway listening on {url}", flush=True),
     )
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
@@ -206,19 +223,15 @@ async def _run_demo(ns: argparse.Namespace) -> int:
         plugin_server = await plugin.start(listen)
         try:
             gateway = _gateway_from(ns, {"demo": plugin_server.address})
-            server = _uvicorn_server(gateway, ns.host, ns.port, ns.log_level, grace=0.0)
-            config = server.config
-            config.load()
-
-            async def announce() -> None:
-                while not server.started and not server.should_exit:
-                    await asyncio.sleep(0.05)
-                if server.started:
-                    print(_demo_usage(f"http://{ns.host}:{ns.port}"), flush=True)
-
-            announcer = asyncio.ensure_future(announce())
+            server = _uvicorn_server(
+                gateway,
+                ns.host,
+                ns.port,
+                ns.log_level,
+                grace=0.0,
+                on_started=lambda url: print(_demo_usage(url), flush=True),
+            )
             await server.serve()
-            announcer.cancel()
             return 0 if server.started else 1
         finally:
             await plugin_server.stop(1.0)

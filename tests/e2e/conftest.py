@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,23 +62,30 @@ def _connectable_tcp(port: int) -> bool:
 
 
 class Proc:
-    def __init__(self, args: list[str], ready, name: str) -> None:
+    """A chunkwire CLI process; stderr goes to a file (a pipe nobody reads could fill up)."""
+
+    def __init__(self, args: list[str], ready, name: str, *, stdout=subprocess.DEVNULL) -> None:
         self.args = args
         self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix="chunkwire-e2e-", suffix=".log")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chunkwire", *args],
             env=_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=stdout,
+            stderr=self.log,
         )
         deadline = time.monotonic() + 30
-        while not ready():
+        while not ready(self):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited: {self.proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"{name} exited: {self.stderr()[-2000:]}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"{name} did not become ready")
             time.sleep(0.02)
+
+    def stderr(self) -> str:
+        with open(self.log.name, errors="replace") as log:
+            return log.read()
 
     @property
     def pid(self) -> int:
@@ -97,26 +106,40 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.log.close()
 
 
 def start_plugin(spec: str, sock: Path) -> Proc:
     return Proc(
         ["plugin", spec, "--listen", f"unix:{sock}"],
-        lambda: sock.exists() and _connectable_unix(str(sock)),
+        lambda _: sock.exists() and _connectable_unix(str(sock)),
         f"plugin {spec}",
     )
 
 
 def start_gateway(plugins: dict[str, str], *extra: str) -> tuple[Proc, str]:
-    port = free_port()
-    args = ["gateway", "--port", str(port), "--stats-path", "/_gw/stats"]
+    """A gateway on a port the kernel picks (no race for a free port); returns its URL."""
+    args = ["gateway", "--port", "0", "--stats-path", "/_gw/stats"]
     for plugin_id, address in plugins.items():
         args += ["--plugin", f"{plugin_id}={address}"]
     args += list(extra)
-    proc = Proc(args, lambda: _connectable_tcp(port), "gateway")
-    return proc, f"http://127.0.0.1:{port}"
+    found: list[str] = []
+
+    def ready(proc: Proc) -> bool:
+        # The gateway prints "chunkwire gateway listening on URL" once it is bound.
+        while select.select([proc.proc.stdout], [], [], 0)[0]:
+            line = proc.proc.stdout.readline()
+            if not line:
+                return False
+            if b"listening on " in line:
+                found.append(line.split(b"listening on ", 1)[1].strip().decode())
+                return True
+        return False
+
+    proc = Proc(args, ready, "gateway", stdout=subprocess.PIPE)
+    return proc, found[0]
 
 
 class Stack:

@@ -2,39 +2,46 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import HERE, _connectable_tcp, _env, free_port
+from conftest import HERE, _env
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def test_demo_serves_and_stops_cleanly():
     before = set(Path(tempfile.gettempdir()).glob("chunkwire-demo-*"))
-    port = free_port()
     interrupted = False
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chunkwire", "demo", "--port", str(port)],
+        [sys.executable, "-m", "chunkwire", "demo", "--port", "0"],
         env=_env(),
         cwd=HERE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    printed = []
+    match = None
     try:
-        deadline = time.monotonic() + 30
-        while not _connectable_tcp(port):
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        base = f"http://127.0.0.1:{port}/plugins/demo"
+        # the usage text names the bound address once the gateway listens
+        for line in proc.stdout:
+            printed.append(line)
+            match = re.search(r"(http://127\.0\.0\.1:\d+)/plugins/demo", line)
+            if match:
+                break
+        assert match, "".join(printed) + proc.stderr.read()
+        for line in proc.stdout:  # the rest of the usage text
+            printed.append(line)
+            if "Ctrl-C" in line:
+                break
+        base = match.group(1) + "/plugins/demo"
         with httpx.stream("GET", base + "/ticks?n=3&interval=0.01") as r:
             assert r.read() == b"tick 0\ntick 1\ntick 2\n"
         r = httpx.post(base + "/echo", content=b"echo me")
@@ -60,6 +67,7 @@ def test_demo_serves_and_stops_cleanly():
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert "Traceback" not in err
-    assert "curl" in out and f"127.0.0.1:{port}/plugins/demo" in out
+    out = "".join(printed) + out
+    assert "curl" in out and base in out
     # the plugin's socket lived in a temporary directory that is gone now
     assert set(Path(tempfile.gettempdir()).glob("chunkwire-demo-*")) <= before
