@@ -6,6 +6,8 @@ import os
 import platform
 from typing import TYPE_CHECKING
 
+from ._errors import FrameError
+
 NO_EXTENSIONS = os.environ.get("CHUNKWIRE_NO_EXTENSIONS", "") not in ("", "0") or (
     platform.python_implementation() != "CPython"
 )
@@ -22,6 +24,8 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         encode_request_frame,
         encode_response_frame,
         encode_sse,
+        join_request_frame,
+        join_response_frame,
     )
 else:
     try:
@@ -36,6 +40,8 @@ else:
             encode_request_frame,
             encode_response_frame,
             encode_sse,
+            join_request_frame,
+            join_response_frame,
         )
     except ImportError:  # pragma: no cover - exercised where no compiler ran
         from ._core_py import (
@@ -49,9 +55,10 @@ else:
             encode_request_frame,
             encode_response_frame,
             encode_sse,
+            join_request_frame,
+            join_response_frame,
         )
 
-from ._errors import FrameError
 
 __all__ = [
     "COMPILED",
@@ -65,4 +72,6 @@ __all__ = [
     "encode_request_frame",
     "encode_response_frame",
     "encode_sse",
+    "join_request_frame",
+    "join_response_frame",
 ]

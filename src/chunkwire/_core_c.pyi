@@ -91,6 +91,18 @@ def encode_request_frame(body: Any, *, complete: bool = False) -> bytes:
 def encode_response_frame(body: Any, *, complete: bool = False, flush: bool = False) -> bytes:
     """Protobuf bytes of ServeHTTPResponse with body_chunk, body_complete, flush."""
 
+def join_request_frame(parts: Iterable[Any], *, complete: bool = False) -> bytes:
+    """The ServeHTTPRequest frame of the concatenation of ``parts``.
+
+    Equal to ``encode_request_frame(b"".join(parts), complete=complete)``, with
+    one allocation and one copy of each part.
+    """
+
+def join_response_frame(
+    parts: Iterable[Any], *, complete: bool = False, flush: bool = False
+) -> bytes:
+    """The ServeHTTPResponse frame of the concatenation of ``parts``."""
+
 def decode_request_frame(data: Any) -> RequestFrame:
     """Decode a ServeHTTPRequest; ``body`` is a zero-copy view into ``data``.
 
@@ -104,7 +116,7 @@ def encode_sse(
     data: Any,
     *,
     event: Any = None,
-    id: Any = None,  # noqa: A002 - the SSE field's name
+    id: Any = None,
     retry: int | None = None,
 ) -> bytes:
     """One event in the WHATWG ``text/event-stream`` format.

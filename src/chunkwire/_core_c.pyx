@@ -14,6 +14,11 @@ from cpython.bytes cimport (
 from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
+from cpython.sequence cimport (
+    PySequence_Fast,
+    PySequence_Fast_GET_ITEM,
+    PySequence_Fast_GET_SIZE,
+)
 from cpython.number cimport PyNumber_AsSsize_t, PyNumber_Index as _index
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Check
 from libc.stdint cimport uint64_t
@@ -299,6 +304,50 @@ def encode_request_frame(body, *, complete=False):
 def encode_response_frame(body, *, complete=False, flush=False):
     """Protobuf bytes of ServeHTTPResponse with body_chunk, body_complete, flush."""
     return _encode(body, complete, flush)
+
+
+cdef bytes _join(object parts, object complete, object flush):
+    cdef Py_buffer *views
+    cdef Py_ssize_t count, taken = 0, i
+    cdef size_t n = 0, size
+    cdef int c = 1 if complete else 0
+    cdef int f = 1 if flush else 0
+    cdef unsigned char *p
+    seq = PySequence_Fast(parts, "parts must be an iterable of bytes-like objects")
+    count = PySequence_Fast_GET_SIZE(seq)
+    views = <Py_buffer *>PyMem_Malloc(<size_t>(count if count else 1) * sizeof(Py_buffer))
+    if views == NULL:
+        raise MemoryError()
+    try:
+        while taken < count:
+            _get_bytes_view(<object>PySequence_Fast_GET_ITEM(seq, taken), &views[taken])
+            taken += 1
+            n += <size_t>views[taken - 1].len
+        size = cw_frame_size(n, c, f)
+        if size > <size_t>PY_SSIZE_T_MAX:
+            raise OverflowError("join() result is too long for a Python string")
+        out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+        p = cw_frame_put_head(<unsigned char *>PyBytes_AS_STRING(out), n)
+        for i in range(count):
+            if views[i].len:
+                memcpy(p, views[i].buf, <size_t>views[i].len)
+                p += views[i].len
+        cw_frame_put_tail(p, c, f)
+    finally:
+        for i in range(taken):
+            PyBuffer_Release(&views[i])
+        PyMem_Free(views)
+    return out
+
+
+def join_request_frame(parts, *, complete=False):
+    """The ServeHTTPRequest frame of the concatenation of ``parts``."""
+    return _join(parts, complete, False)
+
+
+def join_response_frame(parts, *, complete=False, flush=False):
+    """The ServeHTTPResponse frame of the concatenation of ``parts``."""
+    return _join(parts, complete, flush)
 
 
 cdef class RequestFrame:

@@ -27,6 +27,8 @@ NAMES = [
     "encode_request_frame",
     "encode_response_frame",
     "encode_sse",
+    "join_request_frame",
+    "join_response_frame",
 ]
 
 ENV_SWITCH = "CHUNKWIRE_NO_EXTENSIONS"
