@@ -23,7 +23,7 @@ SIZES = [[], [1], [5, 7], [127, 1], [128], [65536], [40000, 25536], [300000]]
 def test_frame_matches_codec_and_protobuf(sizes, complete):
     pieces = [memoryview(bytes([i % 251]) * n) for i, n in enumerate(sizes)]
     body = b"".join(pieces)
-    frame = framer()._frame(pieces, len(body), complete)
+    frame = framer()._frame(pieces, complete)
     assert frame == encode_request_frame(body, complete=complete)
     message = http_pb2.ServeHTTPRequest.FromString(frame)
     assert message.body_chunk == body
@@ -35,9 +35,9 @@ def test_first_frame_carries_the_init_once():
         init=http_pb2.ServeHTTPRequestInit(method="POST", url="http://h/x")
     ).SerializeToString()
     forward = framer(init)
-    first = forward._frame([memoryview(b"abc")], 3, False)
+    first = forward._frame([memoryview(b"abc")], False)
     expected = http_pb2.ServeHTTPRequest(
         init=http_pb2.ServeHTTPRequestInit(method="POST", url="http://h/x"), body_chunk=b"abc"
     ).SerializeToString()
     assert first == expected
-    assert forward._frame([memoryview(b"d")], 1, True) == encode_request_frame(b"d", complete=True)
+    assert forward._frame([memoryview(b"d")], True) == encode_request_frame(b"d", complete=True)

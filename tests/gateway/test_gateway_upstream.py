@@ -43,3 +43,60 @@ def test_message_limits_leave_room_for_init():
 def test_bad_address_is_rejected():
     with pytest.raises(ValueError):
         Upstream("a", "nonsense", chunk_size=1)
+
+
+def test_window_is_fixed_and_bounds_unread_responses():
+    import asyncio
+
+    import grpc.aio
+
+    from chunkwire.gateway.upstream import stream_window
+
+    options = dict(channel_options(65536))
+    assert options["grpc.http2.bdp_probe"] == 0
+    assert options["grpc.http2.lookahead_bytes"] == stream_window(65536) == 256 * 1024
+    assert stream_window(1 << 20) == 2 << 20
+
+    async def main() -> int:
+        written = 0
+
+        async def handler(request_iterator, context):
+            nonlocal written
+            await context.read()
+            block = bytes(65536)
+            for _ in range(200):
+                await context.write(block)
+                written += 1
+
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "t.S",
+                    {
+                        "C": grpc.stream_stream_rpc_method_handler(
+                            handler, request_deserializer=None, response_serializer=None
+                        )
+                    },
+                ),
+            )
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", options=channel_options(65536)
+            ) as channel:
+                call = channel.stream_stream(
+                    "/t.S/C", request_serializer=None, response_deserializer=None
+                )()
+                await call.write(b"go")
+                await asyncio.sleep(1.0)  # the response is not read meanwhile
+                stalled = written
+                call.cancel()
+        finally:
+            await server.stop(0)
+        return stalled
+
+    # Writes complete while their bytes fit the window (plus one in the transport).
+    assert asyncio.run(main()) * 65536 <= 256 * 1024 + 2 * 65536

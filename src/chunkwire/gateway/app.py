@@ -129,7 +129,12 @@ class Gateway:
             )
             for plugin_id, address in plugins.items()
         }
-        self._counters: dict[str, int] = {"requests": 0, "active": 0}
+        self._counters: dict[str, int] = {
+            "requests": 0,
+            "active": 0,
+            "received_bytes": 0,
+            "response_messages": 0,
+        }
 
     # -- ASGI -----------------------------------------------------------------
 
@@ -191,6 +196,7 @@ class Gateway:
 
         content_length = -1
         chunked = False
+        expect_continue = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -200,9 +206,16 @@ class Gateway:
                     return
             elif name == b"transfer-encoding":
                 chunked = True
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect_continue = True
         if self.max_body_size is not None and content_length > self.max_body_size:
             self._counters["too_large"] = self._counters.get("too_large", 0) + 1
-            await send_plain_early(receive, send, 413, "Request Entity Too Large")
+            if expect_continue:
+                # The client waits for "100 Continue" before sending the body:
+                # answer without reading (receive() would invite the body).
+                await send_plain(send, 413, "Request Entity Too Large", close=True)
+            else:
+                await send_plain_early(receive, send, 413, "Request Entity Too Large")
             return
 
         identity: Identity | None = None
@@ -238,6 +251,8 @@ class Gateway:
                 response_timeout=self.response_timeout,
                 stats=counters,
                 body_expected=content_length > 0 or chunked,
+                # Mattermost-method plugins never ask for the body: 100 at once.
+                expect_continue=expect_continue and not upstream.mattermost,
             ).run()
         finally:
             counters["active"] -= 1

@@ -5,6 +5,18 @@ Two coroutines share the call: ``_pump`` moves the request body from ASGI
 stops the gateway reading from the client), and ``_relay`` turns response
 frames into ASGI sends as they arrive.
 
+The request stream is half-closed (``done_writing``) only after the last
+response byte was handed to the client -- the final ``http.response.body``
+send returned -- and after body_complete went out or the gateway stopped
+sending the body: the plugin reads that end of stream as "delivered"
+(``response.finished``), a cancelled call as "client gone".
+
+``Expect: 100-continue``: the init leaves alone and ASGI ``receive()``
+(which makes the server send "100 Continue") is not called until the
+plugin's initial metadata asks for the body (``chunkwire-continue: 1``).
+A response arriving first means the plugin answered without reading: the
+body is never read and the connection closes after the answer.
+
 Everything that ends a request early (client gone, body too large, no
 answer in time, plugin finished early) goes through ``call.cancel()`` plus
 a recorded reason, never through cancelling a task that awaits a gRPC
@@ -21,7 +33,7 @@ import logging
 import grpc
 import grpc.aio
 
-from .._core import decode_response_frame, encode_request_frame
+from .._core import decode_response_frame, encode_request_frame, join_request_frame
 from .._errors import FrameError
 from .._proto import http_pb2
 from .._wire import valid_status
@@ -35,17 +47,9 @@ _STATUS_GRACE = 5.0
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 32 * 1024 * 1024
 
-_BODY_TAG = b"\x12"  # ServeHTTPRequest.body_chunk, length-delimited
+CONTINUE_KEY = "chunkwire-continue"
+
 _COMPLETE = encode_request_frame(b"", complete=True)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 _CONTENT_LENGTH = b"content-length"
@@ -139,6 +143,9 @@ class Forward:
         "_body_done",
         "_call",
         "_chunk_size",
+        "_continued",
+        "_expect",
+        "_idle",
         "_init",
         "_linger",
         "_max_body_size",
@@ -169,6 +176,7 @@ class Forward:
         response_timeout: float | None,
         stats: dict[str, int],
         body_expected: bool,
+        expect_continue: bool = False,
     ) -> None:
         self._call = call
         self._receive = receive
@@ -179,6 +187,8 @@ class Forward:
         self._max_body_size = max_body_size
         self._response_timeout = response_timeout
         self._stats = stats
+        stats.setdefault("received_bytes", 0)
+        stats.setdefault("response_messages", 0)
         self._reason: str | None = None
         self._started = False
         self._response_done = False
@@ -190,6 +200,12 @@ class Forward:
         # Without a body the init and an empty complete frame leave as one message
         # before anything is read from the client.
         self._write_first = not body_expected
+        # Expect: 100-continue: wait for the plugin to ask before reading the body.
+        self._expect = expect_continue and body_expected
+        self._continued = False
+        # Set while no gRPC write is in progress (done_writing must not overlap one).
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- ending the call early -------------------------------------------------
 
@@ -217,12 +233,15 @@ class Forward:
         if self._init:
             data = self._init + data
             self._init = b""
+        self._idle.clear()
         try:
             await self._call.write(data)
         except (asyncio.CancelledError, asyncio.InvalidStateError, grpc.aio.AioRpcError):
             if self._call.done() or self._reason is not None or self._response_done:
                 return False  # the response side reports what happened
             raise
+        finally:
+            self._idle.set()
         return True
 
     def _next_message(self) -> asyncio.Future[Message]:
@@ -236,37 +255,38 @@ class Forward:
     async def _pump(self) -> None:
         if self._write_first:
             self._body_done = True
-            if not await self._write(encode_request_frame(b"", complete=True)):
+            if not await self._write(_COMPLETE):
                 return
         else:
+            if self._expect and not (await self._write(b"") and await self._await_continue()):
+                return
             await self._pump_body()
-        if self._reason is None and not self._response_done:
-            try:
-                await self._call.done_writing()
-            except (asyncio.InvalidStateError, grpc.aio.AioRpcError, asyncio.CancelledError):
-                if not self._call.done():
-                    raise
         # Keep listening for a disconnect until the response is finished.
         while not self._response_done and self._reason is None:
             message = await self._next_message()
             if message.get("type") == "http.disconnect":
                 return
 
-    def _frame(self, pieces: list[memoryview], size: int, complete: bool) -> bytes:
-        # One copy from the received bytes into the frame: the same bytes as
-        # encode_request_frame over their concatenation (ServeHTTPRequest
-        # field 2, then field 3), without first gathering them in a ring.
-        parts: list[bytes | memoryview] = []
+    async def _await_continue(self) -> bool:
+        # Resolves with the plugin's first message at the latest (gRPC sends
+        # initial metadata before it), or empty when the call ends; waiting on
+        # it holds no gRPC operation, so cancelling this wait is safe.
+        metadata = await self._call.initial_metadata()
+        if self._response_done or self._reason is not None or self._started:
+            return False
+        if metadata is None or metadata.get(CONTINUE_KEY) != "1":
+            return False
+        self._continued = True
+        return True
+
+    def _frame(self, pieces: list[memoryview], complete: bool) -> bytes:
+        # One copy from the received bytes into the frame (no ring in between).
+        frame = join_request_frame(pieces, complete=complete)
         if self._init:
-            parts.append(self._init)
+            # Only the request's first message carries the init.
+            frame = self._init + frame
             self._init = b""
-        if size:
-            parts.append(_BODY_TAG)
-            parts.append(_varint(size))
-            parts.extend(pieces)
-        if complete:
-            parts.append(_COMPLETE)
-        return b"".join(parts)
+        return frame
 
     async def _pump_body(self) -> None:
         chunk_size = self._chunk_size
@@ -288,6 +308,7 @@ class Forward:
                 return  # disconnect: _on_received aborted the call
             body = message.get("body", b"")
             more = message.get("more_body", False)
+            self._stats["received_bytes"] += len(body)
             if more:
                 pending = self._next_message()
             if body:
@@ -302,7 +323,7 @@ class Forward:
                     end = offset + chunk_size - buffered
                     pieces.append(view[offset:end])
                     offset = end
-                    frame = self._frame(pieces, chunk_size, False)
+                    frame = self._frame(pieces, False)
                     pieces.clear()
                     buffered = 0
                     if not await self._write(frame):
@@ -314,7 +335,7 @@ class Forward:
                 return
             if not more:
                 self._body_done = True
-                frame = self._frame(pieces, buffered, True)
+                frame = self._frame(pieces, True)
                 pieces.clear()
                 await self._write(frame)
                 return
@@ -353,9 +374,15 @@ class Forward:
             recv.cancel()
         self._recv_task = None
 
+    def _body_refused(self) -> bool:
+        # Expect: 100-continue and the plugin answered without asking for the
+        # body: the client never sent it, so there is nothing to linger for.
+        return self._expect and not self._continued
+
     async def _relay(self) -> None:
         call = self._call
         send = self._send
+        stats = self._stats
         while True:
             try:
                 message = await call.read()
@@ -384,10 +411,12 @@ class Forward:
                     return
                 if not await self._start(frame.init, frame.body, frame.complete):
                     return
+            stats["response_messages"] += 1
             if frame.complete:
                 self._response_done = True
-                if not self._body_done and self._sized:
-                    # Finished after the request body was cut short: run() lingers.
+                if not self._body_done and self._sized and not self._body_refused():
+                    # Finished after the request body was cut short: run() lingers
+                    # (the empty final send carries no byte of the response).
                     self._linger = True
                     await send(
                         {"type": "http.response.body", "body": frame.body, "more_body": True}
@@ -396,7 +425,7 @@ class Forward:
                     await send(
                         {"type": "http.response.body", "body": frame.body, "more_body": False}
                     )
-                await self._drain_status()
+                await self._finish_call()
                 return
             if frame.body:
                 await send({"type": "http.response.body", "body": frame.body, "more_body": True})
@@ -429,7 +458,7 @@ class Forward:
         if complete and not has_length:
             headers.append((_CONTENT_LENGTH, str(len(body)).encode()))
             self._sized = True
-        if not self._body_done:
+        if not self._body_done or self._body_refused():
             # The rest of the request body will not be read: the connection
             # cannot carry another request.
             headers.append((b"connection", b"close"))
@@ -439,14 +468,24 @@ class Forward:
         )
         return True
 
-    async def _drain_status(self) -> None:
-        # The plugin ends the RPC right after body_complete; collect its status
-        # so the call is done (and freed) rather than left to a later cancel.
-        # A plugin that never ends it is cancelled after a grace period.
-        guard = asyncio.get_running_loop().call_later(_STATUS_GRACE, self._call.cancel)
+    async def _finish_call(self) -> None:
+        # The whole response is with the client. Half-close the request stream
+        # (the plugin reads the end of stream as delivery), then collect the
+        # plugin's status so the call is done (and freed) rather than left to
+        # a later cancel. _response_done stops the pump's writes; a write in
+        # progress is waited for, never interrupted (grpc/grpc#43360). A
+        # plugin that never ends the RPC is cancelled after a grace period.
+        call = self._call
+        guard = asyncio.get_running_loop().call_later(_STATUS_GRACE, call.cancel)
         try:
+            await self._idle.wait()
+            if self._reason is None and not call.done():
+                with contextlib.suppress(
+                    asyncio.InvalidStateError, asyncio.CancelledError, grpc.aio.AioRpcError
+                ):
+                    await call.done_writing()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await self._call.read()
+                await call.read()
         finally:
             guard.cancel()
 

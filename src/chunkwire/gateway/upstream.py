@@ -23,11 +23,25 @@ _RECONNECT_OPTIONS: list[tuple[str, Any]] = [
 _INIT_HEADROOM = 16 * 1024 * 1024
 
 
+# HTTP/2 flow control of the responses the gateway receives: a fixed stream
+# window (no BDP probing, which grows it to megabytes) bounds the response
+# bytes in flight from a plugin to one slow client's stream. The window the
+# plugin's server grants bounds the request direction the same way.
+_MIN_WINDOW = 256 * 1024
+
+
+def stream_window(chunk_size: int) -> int:
+    """Initial HTTP/2 stream window of a gateway channel: two chunks, at least 256 KiB."""
+    return min(max(2 * chunk_size, _MIN_WINDOW), 0x7FFFFFFF)
+
+
 def channel_options(chunk_size: int) -> list[tuple[str, Any]]:
     limit = chunk_size + _INIT_HEADROOM
     return [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", stream_window(chunk_size)),
         *_RECONNECT_OPTIONS,
     ]
 
@@ -65,6 +79,7 @@ class Upstream:
         if credentials is None and not is_loopback(address):
             credentials = grpc.ssl_channel_credentials()
         self._credentials = credentials
+        self.mattermost = mattermost
         self._method = MATTERMOST_SERVE_HTTP_METHOD if mattermost else SERVE_HTTP_METHOD
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None

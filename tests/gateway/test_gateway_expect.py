@@ -1,0 +1,114 @@
+"""Expect: 100-continue: "100 Continue" goes out only when the plugin asks for the body."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from urllib.parse import urlsplit
+
+import grpc.aio
+import httpx
+import pytest
+from gateway_fakes import FakePlugin, read_body, response, run, serve_gateway
+
+from chunkwire.gateway import Gateway
+
+pytestmark = pytest.mark.timeout(60)
+
+BODY = b"b" * 200_000
+
+
+async def reads(first, context, log):
+    await context.send_initial_metadata((("chunkwire-continue", "1"),))
+    size = await read_body(context, first, log)
+    await context.write(response(200, str(size).encode()))
+    # Decision 1: the end of the request stream comes after the response was delivered.
+    if await context.read() is grpc.aio.EOF:
+        log.event("delivered").set()
+
+
+async def refuses(first, context, log):
+    await context.write(response(417, b"no thanks\n"))
+
+
+ROUTES = {"/reads": reads, "/refuses": refuses}
+
+
+async def raw_request(base: str, path: str) -> tuple[bytes, bytes]:
+    """Send headers with Expect, the body only after a 100; return (first read, the rest)."""
+    url = urlsplit(base)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+    writer.write(head)
+    await writer.drain()
+    first = b""
+    with contextlib.suppress(asyncio.TimeoutError):
+        first = await asyncio.wait_for(reader.read(65536), 3)
+    rest = b""
+    if first.startswith(b"HTTP/1.1 100"):
+        writer.write(BODY)
+        await writer.drain()
+    try:
+        while True:
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            if not data:
+                break
+            rest += data
+            if b"\r\n\r\n" in first + rest and (first + rest).endswith((b"200000", b"no thanks\n")):
+                break
+    except asyncio.TimeoutError:
+        pass
+    writer.close()
+    return first, rest
+
+
+def test_continue_only_when_the_plugin_reads():
+    async def main():
+        fake = FakePlugin(ROUTES)
+        address = await fake.start()
+        try:
+            async with serve_gateway(Gateway({"p": address})) as base:
+                first, rest = await raw_request(base, "/plugins/p/reads")
+                assert first.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+                whole = first + rest
+                assert b"HTTP/1.1 200 " in whole and whole.endswith(b"200000")
+                assert fake.log.body_bytes == len(BODY)
+                await asyncio.wait_for(fake.log.event("delivered").wait(), 5)
+
+                first, rest = await raw_request(base, "/plugins/p/refuses")
+                whole = first + rest
+                assert whole.startswith(b"HTTP/1.1 417 ")
+                assert b"100 Continue" not in whole
+                assert b"connection: close" in whole.lower()
+                assert whole.endswith(b"no thanks\n")
+        finally:
+            await fake.stop()
+
+    run(main())
+
+
+async def delivered(first, context, log):
+    await context.write(response(200, b"x" * 300_000))
+    message = await context.read()
+    log.cancelled.append("eof" if message is grpc.aio.EOF else "other")
+    log.event("ended").set()
+
+
+def test_request_stream_ends_after_the_response_was_delivered():
+    async def main():
+        fake = FakePlugin({"/delivered": delivered})
+        address = await fake.start()
+        try:
+            async with serve_gateway(Gateway({"p": address})) as base:
+                async with httpx.AsyncClient(base_url=base) as client:
+                    r = await client.get("/plugins/p/delivered")
+                    assert r.status_code == 200 and len(r.content) == 300_000
+                await asyncio.wait_for(fake.log.event("ended").wait(), 5)
+                assert fake.log.cancelled == ["eof"]
+        finally:
+            await fake.stop()
+
+    run(main())
