@@ -15,6 +15,11 @@ import os
 from chunkwire import Plugin
 from chunkwire.plugin import Request, Response
 
+try:
+    from chunkwire.errors import ClientDisconnected
+except ImportError:  # an SDK from before ClientDisconnected: gone calls cancel
+    ClientDisconnected = asyncio.CancelledError  # type: ignore[assignment,misc]
+
 BLOCK = bytes(range(256)) * 4096  # 1 MiB, the download pattern
 
 plugin = Plugin("e2e")
@@ -62,7 +67,8 @@ async def endless_download(request: Request, response: Response) -> None:
         await response.write(b"x" * 65536, flush=True)
         while True:
             await response.write(BLOCK)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, ClientDisconnected):
+        # The write in progress is cancelled, or the next one finds the call gone.
         cancelled["download"] += 1
         raise
 
@@ -73,7 +79,7 @@ async def endless_upload(request: Request, response: Response) -> None:
         await response.write(b"reading\n", flush=True)
         async for _ in request.body:
             pass
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, ClientDisconnected):
         cancelled["upload"] += 1
         raise
     await response.write(b"finished")

@@ -94,6 +94,28 @@ class Gateway:
     use them for every TCP plugin. ``mattermost`` lists plugin ids to call
     with the Mattermost method name. ``stats_path`` serves :meth:`stats` as
     JSON on that path (for tests and debugging; off by default).
+
+    Buffering is bounded at every layer, per request (C = ``chunk_size``):
+
+    - request body, client -> plugin: the kernel's socket buffers; uvicorn
+      stops reading the socket once it holds more than 64 KiB not yet
+      received by the app (plus the last socket read, <= 256 KiB); the
+      gateway holds at most one ASGI message being received, less than one
+      C not framed yet and one frame being written; gRPC holds what the
+      plugin server's HTTP/2 stream window grants (the plugin sets it) plus
+      that one write; then the plugin's own buffer. A handler that stops
+      reading stops each of these in turn, back to the client's socket.
+    - response, plugin -> client: the plugin's high-water mark and one
+      frame; the gateway channel's fixed HTTP/2 stream window,
+      max(2 C, 256 KiB) (BDP probing off, so it never grows; 256 KiB costs
+      no measurable throughput at 64 KiB chunks, 128 KiB cost 40%); one
+      response message in the gateway, awaiting the ASGI send; uvicorn's
+      transport buffer (it waits for the socket to drain above 64 KiB);
+      the kernel's socket buffers.
+
+    ``Expect: 100-continue`` is honoured per plugin decision: "100 Continue"
+    goes out only once the plugin asks for the body; a plugin answering
+    first gets its answer to the client, which never sends the body.
     """
 
     def __init__(
