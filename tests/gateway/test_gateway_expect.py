@@ -112,3 +112,25 @@ def test_request_stream_ends_after_the_response_was_delivered():
             await fake.stop()
 
     run(main())
+
+
+def test_too_large_with_expect_answers_without_inviting_the_body():
+    async def main():
+        fake = FakePlugin(ROUTES)
+        address = await fake.start()
+        try:
+            gateway = Gateway({"p": address}, max_body_size=1000)
+            async with serve_gateway(gateway) as base:
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                first, rest = await raw_request(base, "/plugins/p/reads")
+                whole = first + rest
+                assert whole.startswith(b"HTTP/1.1 413 ")
+                assert b"100 Continue" not in whole
+                assert b"connection: close" in whole.lower()
+                assert loop.time() - start < 1.5  # no linger waiting for a body
+                assert fake.log.inits == []
+        finally:
+            await fake.stop()
+
+    run(main())
