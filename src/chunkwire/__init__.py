@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .plugin import Plugin
+    from .plugin import Plugin, send_file
 
 
 def __getattr__(name: str) -> Any:
@@ -16,7 +16,11 @@ def __getattr__(name: str) -> Any:
         from .plugin import Plugin
 
         return Plugin
+    if name == "send_file":
+        from .plugin import send_file
+
+        return send_file
     raise AttributeError(f"module 'chunkwire' has no attribute {name!r}")
 
 
-__all__ = ["Plugin", "__version__"]
+__all__ = ["Plugin", "__version__", "send_file"]

@@ -8,6 +8,7 @@ generated classes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from multidict import CIMultiDict
@@ -64,6 +65,20 @@ def grpc_target(address: str) -> str:
     if not sep or not host or not port.isdigit():
         raise ValueError(f"address must be 'unix:/path.sock' or 'HOST:PORT', got {address!r}")
     return address
+
+
+def flow_window(chunk_size: int) -> int:
+    """A fixed HTTP/2 stream window for chunkwire streams: two chunks plus framing.
+
+    Given as ``grpc.http2.lookahead_bytes`` with ``grpc.http2.bdp_probe`` 0,
+    gRPC never grows it, so per stream and direction at most this many body
+    bytes are in flight between a reader that stopped and its writer.
+    ``CHUNKWIRE_WINDOW`` (bytes) overrides it, for measurements.
+    """
+    override = os.environ.get("CHUNKWIRE_WINDOW")
+    if override:
+        return int(override)
+    return 2 * max(chunk_size, 65536) + 1024
 
 
 def valid_status(status: int) -> bool:

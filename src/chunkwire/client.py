@@ -25,7 +25,13 @@ from multidict import CIMultiDict
 
 from ._core import Chunker, decode_response_frame, encode_request_frame
 from ._proto import http_pb2
-from ._wire import DEFAULT_CHUNK_SIZE, SERVE_HTTP_METHOD, grpc_target, headers_to_proto
+from ._wire import (
+    DEFAULT_CHUNK_SIZE,
+    SERVE_HTTP_METHOD,
+    flow_window,
+    grpc_target,
+    headers_to_proto,
+)
 from .errors import (
     BodyTooLarge,
     IncompleteResponse,
@@ -46,6 +52,10 @@ def channel_options(chunk_size: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", chunk_size + _HEADROOM),
         ("grpc.max_receive_message_length", max(chunk_size, _MIN_RECEIVE_CHUNK) + _HEADROOM),
+        # Bounded windows, as on the plugin's server: the response flow is
+        # the caller's reading.
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", flow_window(chunk_size)),
     ]
 
 
@@ -88,9 +98,11 @@ class ClientResponse:
         first_body: memoryview,
         complete: bool,
         flush: bool = False,
+        writer: _Writer | None = None,
     ) -> None:
         self._call = call
         self._sender = sender
+        self._writer = writer
         self.status = status
         self.headers = headers
         self._pending: memoryview | None = first_body if first_body.nbytes else None
@@ -162,8 +174,11 @@ class ClientResponse:
         return None
 
     def _finished(self) -> None:
-        # The plugin answered: stop sending whatever body is left.
-        if not self._sender.done():
+        # The plugin answered: stop sending whatever body is left, then
+        # half-close: the plugin reads that EOF as "delivered".
+        if self._writer is not None:
+            self._writer.stop(self._sender)
+        elif not self._sender.done():
             self._sender.cancel()
 
     async def read(self, limit: int | None = DEFAULT_READ_LIMIT) -> bytes:
@@ -186,6 +201,8 @@ class ClientResponse:
         if not self._complete and not self._closed:
             self._call.cancel()
         self._closed = True
+        if self._complete and self._writer is not None:
+            return  # the sender half-closes on its own (see _finished)
         await _stop_sender(self._sender)
 
     async def __aenter__(self) -> ClientResponse:
@@ -219,11 +236,53 @@ class _ResponseBody:
         return chunk
 
 
-async def _send_request(
-    call: grpc.aio.StreamStreamCall, init: bytes, body: Body, chunk_size: int
-) -> None:
+class _Stop(Exception):
+    """The response is complete: send no more of the request body."""
+
+
+class _Writer:
+    """``call.write`` for the sender, which stops between writes once told to.
+
+    The sender is only ever cancelled while it waits on the body source, never
+    inside a gRPC operation (a task cancelled there leaks, grpc#43360).
+    """
+
+    __slots__ = ("call", "in_grpc", "stopping")
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self.call = call
+        self.in_grpc = False
+        self.stopping = False
+
+    async def write(self, data: bytes) -> None:
+        if self.stopping:
+            raise _Stop
+        self.in_grpc = True
+        try:
+            await self.call.write(data)
+        finally:
+            self.in_grpc = False
+        if self.stopping:
+            raise _Stop
+
+    def stop(self, sender: asyncio.Task[None]) -> None:
+        self.stopping = True
+        if not sender.done() and not self.in_grpc:
+            sender.cancel()
+
+
+async def _send_request(writer: _Writer, init: bytes, body: Body, chunk_size: int) -> None:
+    call = writer.call
     try:
-        await _send_body(call, init, body, chunk_size)
+        try:
+            await _send_body(writer, init, body, chunk_size)
+        except _Stop:
+            pass
+        except asyncio.CancelledError:
+            if not writer.stopping:
+                raise
+            # Stopped while waiting on the body source: half-close all the same.
+        writer.in_grpc = True
         await call.done_writing()
     except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
         return  # the call ended (the plugin answered, or failed): the reader reports how
@@ -233,9 +292,7 @@ async def _send_request(
         raise
 
 
-async def _send_body(
-    call: grpc.aio.StreamStreamCall, init: bytes, body: Body, chunk_size: int
-) -> None:
+async def _send_body(call: _Writer, init: bytes, body: Body, chunk_size: int) -> None:
     if body is None:
         await call.write(init + encode_request_frame(b"", complete=True))
     elif _is_buffer(body):
@@ -257,9 +314,7 @@ async def _send_body(
         await _send_stream(call, init, body, chunk_size)
 
 
-async def _send_stream(
-    call: grpc.aio.StreamStreamCall, init: bytes, body: Any, chunk_size: int
-) -> None:
+async def _send_stream(call: _Writer, init: bytes, body: Any, chunk_size: int) -> None:
     chunker = Chunker(chunk_size, 4 * chunk_size)
     head: bytes | None = init
 
@@ -442,7 +497,8 @@ class PluginClient:
         init_message = http_pb2.ServeHTTPRequest(init=init).SerializeToString()
 
         call = self._stub()
-        sender = asyncio.ensure_future(_send_request(call, init_message, body, self.chunk_size))
+        writer = _Writer(call)
+        sender = asyncio.ensure_future(_send_request(writer, init_message, body, self.chunk_size))
         sender.add_done_callback(_retrieve)
         try:
             try:
@@ -478,6 +534,7 @@ class PluginClient:
                 frame.body,
                 frame.complete,
                 frame.flush,
+                writer,
             )
         except grpc.aio.AioRpcError as exc:
             await _abandon(call, sender)

@@ -44,6 +44,19 @@ class IncompleteResponse(ProtocolError):
         super().__init__(message)
 
 
+class ClientDisconnected(ChunkwireError, ConnectionError):
+    """The other end went away: a request body ended before ``body_complete``,
+    or the response can no longer be delivered.
+
+    Never a clean end of body: a handler reading or writing a dead call gets
+    this error instead.
+    """
+
+
+class ResponseAborted(ChunkwireError):
+    """The response was aborted by ``response.abort()`` (the client sees it incomplete)."""
+
+
 class InvalidStatus(ProtocolError):
     """The plugin sent a status code outside 100..999."""
 
@@ -64,6 +77,7 @@ class PluginCallError(ChunkwireError):
 __all__ = [
     "BodyTooLarge",
     "ChunkwireError",
+    "ClientDisconnected",
     "FrameError",
     "HeadersAlreadySent",
     "IncompleteRequest",
@@ -71,4 +85,5 @@ __all__ = [
     "InvalidStatus",
     "PluginCallError",
     "ProtocolError",
+    "ResponseAborted",
 ]

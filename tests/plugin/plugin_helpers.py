@@ -17,7 +17,7 @@ from chunkwire._core import decode_response_frame, encode_request_frame
 from chunkwire._proto import http_pb2
 from chunkwire._wire import SERVE_HTTP_METHOD
 from chunkwire.client import PluginClient
-from chunkwire.errors import HeadersAlreadySent
+from chunkwire.errors import ClientDisconnected, HeadersAlreadySent
 from chunkwire.plugin import PluginServer, Request, Response
 
 
@@ -200,7 +200,10 @@ def make_plugin(state: State, **kwargs: object) -> Plugin:
         try:
             async for _ in request.body:
                 state.started.set()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ClientDisconnected) as exc:
+            # A read on a cancelled call raises ClientDisconnected; the task's
+            # cancellation may land first.
+            state.errors.append(exc)
             state.cancelled.set()
             raise
 

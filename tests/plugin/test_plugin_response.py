@@ -161,4 +161,6 @@ async def test_write_waits_for_a_slow_reader(sock_dir: str) -> None:
         # Nothing signals "flow control reached": give the handler time to run
         # ahead, then check it stopped far short of the whole body.
         await asyncio.sleep(0.3)
-        assert 0 < len(progress) < 64, len(progress)
+        # Bounded windows (two chunks per direction) and a 64 KiB mark: not
+        # even the first 1 MiB write can complete.
+        assert len(progress) < 4, len(progress)

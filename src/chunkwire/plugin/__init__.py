@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from .app import Handler, Plugin, Route
+from .files import send_file
 from .request import Request, RequestBody
-from .response import Response
+from .response import Finished, Response
 from .server import PluginServer
 
-__all__ = ["Handler", "Plugin", "PluginServer", "Request", "RequestBody", "Response", "Route"]
+__all__ = [
+    "Finished",
+    "Handler",
+    "Plugin",
+    "PluginServer",
+    "Request",
+    "RequestBody",
+    "Response",
+    "Route",
+    "send_file",
+]

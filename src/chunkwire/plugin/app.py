@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 
 from .._wire import DEFAULT_CHUNK_SIZE
 
+DEFAULT_HIGH_WATER_MARK = 65536
+DEFAULT_FINISH_TIMEOUT = 30.0
+
 if TYPE_CHECKING:
     from .request import Request
     from .response import Response
@@ -64,6 +67,10 @@ class Plugin:
     ``chunk_size`` bounds the response body chunks this plugin sends (the
     request side is chosen by the sender). With ``mattermost_compat`` the
     servicer also answers at ``/mattermost.pluginapi.v1.PluginHooks/ServeHTTP``.
+    ``high_water_mark`` is each response's default (settable per response).
+    ``finish_timeout`` bounds how long a call waits, after its last frame, for
+    the gateway's acknowledgement that the client has the response
+    (``response.finished`` then raises TimeoutError; the RPC ends OK).
     """
 
     def __init__(
@@ -72,9 +79,17 @@ class Plugin:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         mattermost_compat: bool = False,
+        high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
+        finish_timeout: float = DEFAULT_FINISH_TIMEOUT,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if high_water_mark < 1:
+            raise ValueError(f"high_water_mark must be >= 1, got {high_water_mark}")
+        if not finish_timeout > 0:
+            raise ValueError(f"finish_timeout must be > 0, got {finish_timeout}")
+        self.high_water_mark = high_water_mark
+        self.finish_timeout = finish_timeout
         self.name = name
         self.chunk_size = chunk_size
         self.mattermost_compat = mattermost_compat

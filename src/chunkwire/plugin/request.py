@@ -11,7 +11,7 @@ from multidict import CIMultiDict, MultiDict
 from .._core import decode_request_frame
 from .._proto import http_pb2
 from .._wire import headers_from_proto
-from ..errors import BodyTooLarge, IncompleteRequest, ProtocolError
+from ..errors import BodyTooLarge, ClientDisconnected, ProtocolError
 
 DEFAULT_READ_LIMIT = 16 * 1024 * 1024
 
@@ -22,18 +22,33 @@ ReadMessage = Callable[[], Awaitable[Any]]
 class RequestBody:
     """The request body, streamed: never held whole unless ``read_all`` is asked.
 
+    Reading is the flow control: a handler that stops reading stops the flow
+    back to the HTTP client (the gateway reads no further than what gRPC's
+    bounded windows let through).
+
     ``async for chunk in request.body`` yields non-empty chunks as they
     arrive, each at most the sender's chunk_size. Chunks are read-only
     ``memoryview`` objects over the received gRPC message (no copy); they stay
     valid after iteration moves on. Use ``bytes(chunk)`` where bytes are
-    needed. ``read(n)`` and ``read_all()`` return ``bytes``. Iteration and
-    ``read`` can be mixed; each byte is delivered once.
+    needed. ``read(n)`` and ``read_all()`` return ``bytes``; ``readinto(buf)``
+    copies straight from the received message into ``buf``. All of them can
+    be mixed; each byte is delivered once.
 
-    Raises IncompleteRequest if the stream ends without ``body_complete``, and
-    ProtocolError on a malformed frame.
+    A stream that ends before ``body_complete`` (the client went away) raises
+    ClientDisconnected from every read, never a clean end; a malformed frame
+    raises ProtocolError.
     """
 
-    __slots__ = ("_complete", "_content_length", "_eof", "_pending", "_read_message", "_received")
+    __slots__ = (
+        "_complete",
+        "_content_length",
+        "_continue",
+        "_eof",
+        "_gone",
+        "_pending",
+        "_read_message",
+        "_received",
+    )
 
     def __init__(
         self,
@@ -42,6 +57,7 @@ class RequestBody:
         read_message: ReadMessage,
         eof: object,
         content_length: int | None = None,
+        on_first_read: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._pending: memoryview | None = first if first.nbytes else None
         self._complete = complete
@@ -49,6 +65,9 @@ class RequestBody:
         self._eof = eof
         self._content_length = content_length
         self._received = first.nbytes
+        # Expect: 100-continue: asks the gateway for the body on the first read.
+        self._continue = on_first_read if not complete and not first.nbytes else None
+        self._gone = False
 
     @property
     def complete(self) -> bool:
@@ -56,21 +75,41 @@ class RequestBody:
         return self._complete
 
     @property
+    def at_eof(self) -> bool:
+        """True once every byte of a complete body has been read."""
+        return self._complete and self._pending is None
+
+    @property
     def received(self) -> int:
         """Body bytes received from the peer so far."""
         return self._received
+
+    @property
+    def disconnected(self) -> bool:
+        """True once a read found the client gone (ClientDisconnected was raised)."""
+        return self._gone
 
     async def _next(self) -> memoryview | None:
         pending = self._pending
         if pending is not None:
             self._pending = None
             return pending
+        if self._complete:
+            return None
+        if self._gone:
+            raise self._disconnected()
+        if self._continue is not None:
+            ask, self._continue = self._continue, None
+            await ask()
         while not self._complete:
-            message = await self._read_message()
+            try:
+                message = await self._read_message()
+            except ClientDisconnected:
+                self._gone = True
+                raise
             if message is self._eof:
-                raise IncompleteRequest(
-                    f"request stream ended without body_complete after {self._received} bytes"
-                )
+                self._gone = True
+                raise self._disconnected()
             try:
                 frame = decode_request_frame(message)
             except ValueError as exc:
@@ -83,6 +122,12 @@ class RequestBody:
                 self._received += body.nbytes
                 return body
         return None
+
+    def _disconnected(self) -> ClientDisconnected:
+        return ClientDisconnected(
+            f"client went away after {self._received} request body bytes, "
+            "before the body was complete"
+        )
 
     def __aiter__(self) -> RequestBody:
         return self
@@ -110,6 +155,35 @@ class RequestBody:
             self._pending = chunk[n:]
             return bytes(chunk[:n])
         return bytes(chunk)
+
+    async def readinto(self, buffer: Any) -> int:
+        """Copy the next bytes straight into ``buffer``; return how many (0 at the end).
+
+        ``buffer`` is any writable C-contiguous buffer (bytearray, memoryview,
+        numpy array...). One copy, from the received message into it; what
+        does not fit stays for the next read. Like ``read(n)``, returns what
+        the next chunk holds rather than waiting to fill the buffer.
+        """
+        target = memoryview(buffer)
+        if target.readonly:
+            raise TypeError("readinto() needs a writable buffer")
+        if target.format != "B" or target.ndim != 1:
+            if not target.c_contiguous:
+                raise BufferError("readinto() needs a C-contiguous buffer")
+            target = target.cast("B")
+        size = target.nbytes
+        if size == 0:
+            return 0
+        chunk = await self._next()
+        if chunk is None:
+            return 0
+        n = chunk.nbytes
+        if n > size:
+            target[:] = chunk[:size]
+            self._pending = chunk[size:]
+            return size
+        target[:n] = chunk
+        return n
 
     async def read_all(self, limit: int | None = DEFAULT_READ_LIMIT) -> bytes:
         """The rest of the body as bytes; BodyTooLarge past ``limit`` (None: no limit)."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from .._wire import grpc_target
+from .._wire import flow_window, grpc_target
 from .servicer import ServeHTTPGenericHandler
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ def server_options(chunk_size: int) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", chunk_size + _HEADROOM),
         ("grpc.max_receive_message_length", max(chunk_size, _MIN_RECEIVE_CHUNK) + _HEADROOM),
         ("grpc.so_reuseport", 0),
+        # Bounded windows (no BDP-driven growth): reading is the flow control.
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", flow_window(chunk_size)),
     ]
 
 

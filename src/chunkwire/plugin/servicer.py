@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from google.protobuf.message import DecodeError
 from .._core import FrameError, decode_request_frame
 from .._proto import http_pb2
 from .._wire import MATTERMOST_SERVE_HTTP_METHOD, SERVE_HTTP_METHOD
-from ..errors import BodyTooLarge, ProtocolError
+from ..errors import BodyTooLarge, ClientDisconnected, ProtocolError, ResponseAborted
 from .request import Request, RequestBody
 from .response import Response
 
@@ -22,38 +23,46 @@ if TYPE_CHECKING:
 log = logging.getLogger("chunkwire.plugin")
 
 # grpc.aio reports a read on a cancelled call as EOF and injects the task's
-# cancellation a moment later; a truncated stream waits this long for it.
+# cancellation a moment later; a truncated request stream waits this long for
+# it before answering (a cancelled call must not get a status, grpc#43360).
 _CANCEL_GRACE = 0.25
+# After the EOF that acknowledges delivery: loop turns given to a cancellation
+# that arrived with it (measured: nearly always the same turn).
+_DELIVERY_TURNS = 2
+CONTINUE_METADATA = (("chunkwire-continue", "1"),)
 
 
 class _CallIO:
-    """context.read/write with a gone peer turned into asyncio.CancelledError.
+    """context.read/write; a failed call turns into ClientDisconnected.
 
     Writes are awaited directly. When the client cancels while a write waits
     on flow control, grpc.aio leaks that batch's native op array (~270 bytes,
     grpc#43360). Shielding each write in its own task cut that to ~55 bytes
     but cost a task and a loop turn per frame (64 KiB downloads ran 35-60%
-    slower), so writes stay direct.
+    slower), so writes stay direct. After one failure no further operation
+    reaches gRPC (each failed batch leaks too).
     """
 
-    __slots__ = ("_context",)
+    __slots__ = ("_context", "gone")
 
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
         self._context = context
+        self.gone = False
 
     async def read(self) -> Any:
+        if self.gone:
+            raise ClientDisconnected("the ServeHTTP call ended")
         try:
-            message = await self._context.read()
+            return await self._context.read()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise asyncio.CancelledError("ServeHTTP call ended") from exc
-        if message is grpc.aio.EOF:
-            # Only reached before body_complete: a cancel, or a truncated stream.
-            await asyncio.sleep(_CANCEL_GRACE)
-        return message
+            self.gone = True
+            raise ClientDisconnected("the ServeHTTP call ended") from exc
 
     async def write(self, message: bytes) -> None:
+        if self.gone:
+            raise ClientDisconnected("the ServeHTTP call ended")
         try:
             await self._context.write(message)
         except asyncio.CancelledError:
@@ -61,7 +70,8 @@ class _CallIO:
         except Exception as exc:
             # A failed write means the call is over: for the handler, the
             # client is gone.
-            raise asyncio.CancelledError("ServeHTTP call ended") from exc
+            self.gone = True
+            raise ClientDisconnected("the client went away; the response cannot be sent") from exc
 
 
 def _cancel_requested() -> bool:
@@ -78,15 +88,89 @@ async def _simple(response: Response, status: int, text: str, headers: Any = ())
     response.headers["Content-Type"] = "text/plain; charset=utf-8"
     body = text.encode()
     response.headers["Content-Length"] = str(len(body))
-    await response.write(body)
-    await response._finish()
+    await response.end(body)
+
+
+class _Delivery:
+    """Waits for the request stream's EOF after body_complete: the gateway's
+    acknowledgement that the client has the last byte (``response.finished``).
+
+    The read runs in its own task so that a timeout never cancels a task
+    inside a gRPC read (grpc#43360): on timeout the servicer just ends the
+    RPC, which completes the read.
+    """
+
+    __slots__ = ("_io", "_response", "_task", "_timeout", "_timer")
+
+    def __init__(self, io: _CallIO, response: Response, timeout: float) -> None:
+        self._io = io
+        self._response = response
+        self._timeout = timeout
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        response._delivery_hook = self.start
+
+    def start(self) -> None:
+        if self._task is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._drain())
+        self._task.add_done_callback(_retrieve)
+        self._timer = loop.call_later(self._timeout, self._timed_out)
+        self._response._finished_future().add_done_callback(self._settled)
+
+    def _timed_out(self) -> None:
+        self._response._resolve(
+            TimeoutError(f"no delivery acknowledgement within {self._timeout:g} s")
+        )
+
+    def _settled(self, _: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    async def _drain(self) -> None:
+        io = self._io
+        response = self._response
+        try:
+            while await io.read() is not grpc.aio.EOF:
+                pass  # request frames the handler left unread
+        except ClientDisconnected as exc:
+            response._resolve(ClientDisconnected(*exc.args))
+            return
+        for _ in range(_DELIVERY_TURNS):
+            await asyncio.sleep(0)
+        response._resolve()
+
+    async def wait(self) -> BaseException | None:
+        """Resolve ``finished``; the error it settled with, if any."""
+        self.start()
+        future = self._response._finished_future()
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done():
+                self._response._resolve(ClientDisconnected("the client went away"))
+                raise
+            if _cancel_requested():
+                raise
+        except Exception:
+            pass
+        return future.exception()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class ServeHTTPServicer:
     """Runs the plugin's handler for each ServeHTTP call.
 
     Wire messages are raw bytes (identity serializers); the core codec reads
-    and writes them, so no protobuf object is built per body chunk.
+    and writes them, so no protobuf object is built per body chunk. After
+    body_complete the servicer stays in the RPC until the request stream's
+    EOF (delivered) or cancellation (client gone), bounded by the plugin's
+    ``finish_timeout``.
     """
 
     def __init__(self, plugin: Plugin) -> None:
@@ -102,7 +186,10 @@ class ServeHTTPServicer:
 
     async def _serve(self, context: grpc.aio.ServicerContext) -> None:
         io = _CallIO(context)
-        first = await io.read()
+        try:
+            first = await io.read()
+        except ClientDisconnected:
+            raise asyncio.CancelledError from None
         if first is grpc.aio.EOF:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty ServeHTTP stream")
         try:
@@ -112,11 +199,40 @@ class ServeHTTPServicer:
             init = http_pb2.ServeHTTPRequestInit.FromString(frame.init)
         except (FrameError, DecodeError, ProtocolError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad request init: {exc}")
+        plugin = self.plugin
+        response = Response(io.write, plugin.chunk_size, high_water_mark=plugin.high_water_mark)
         content_length = init.content_length if init.content_length >= 0 else None
-        body = RequestBody(frame.body, frame.complete, io.read, grpc.aio.EOF, content_length)
+        ask = None
+        if _expects_continue(init):
+            ask = functools.partial(_ask_for_body, context, response)
+        body = RequestBody(frame.body, frame.complete, io.read, grpc.aio.EOF, content_length, ask)
         request = Request(init, body)
-        response = Response(io.write, self.plugin.chunk_size)
+        delivery = _Delivery(io, response, plugin.finish_timeout)
+        try:
+            await self._respond(context, io, request, response)
+        except asyncio.CancelledError:
+            response._resolve(ClientDisconnected("the client went away"))
+            raise
+        except BaseException as exc:
+            # context.abort's own error, mostly: the RPC ended non-OK.
+            response._resolve(ClientDisconnected(f"the response failed: {exc!r}"))
+            raise
+        if not response.complete:
+            return
+        error = await delivery.wait()
+        if isinstance(error, ClientDisconnected):
+            # The call is gone: no status for it (grpc#43360).
+            raise asyncio.CancelledError
+        if isinstance(error, TimeoutError):
+            log.debug("%s %s: %s", request.method, request.path, error)
 
+    async def _respond(
+        self,
+        context: grpc.aio.ServicerContext,
+        io: _CallIO,
+        request: Request,
+        response: Response,
+    ) -> None:
         handler, params, allowed = self.plugin.match(request.method, request.path)
         if handler is None:
             if allowed:
@@ -130,25 +246,74 @@ class ServeHTTPServicer:
 
         try:
             await handler(request, response)
-            if _cancel_requested():
-                # Finishing would send a status on a cancelled call (grpc#43360).
-                raise asyncio.CancelledError
-            if not response.finished:
-                await response._finish()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._failed(context, request, response, exc)
+            await self._failed(context, io, request, response, exc)
+            return
+        if _cancel_requested():
+            # Finishing would send a status on a cancelled call (grpc#43360).
+            raise asyncio.CancelledError
+        if response.aborted:
+            await self._aborted(context, io, response)
+        if io.gone or request.body.disconnected:
+            await self._client_gone(context, io, request, response)
+            return
+        if not response.complete:
+            try:
+                await response.end()
+            except ClientDisconnected:
+                await self._client_gone(context, io, request, response)
+
+    async def _aborted(
+        self, context: grpc.aio.ServicerContext, io: _CallIO, response: Response
+    ) -> None:
+        if _cancel_requested() or io.gone:
+            raise asyncio.CancelledError
+        error = response._aborted
+        cause = error.__cause__ if error is not None else None
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else "by the handler"
+        await context.abort(grpc.StatusCode.ABORTED, f"response aborted {detail}"[:200])
+
+    async def _client_gone(
+        self,
+        context: grpc.aio.ServicerContext,
+        io: _CallIO,
+        request: Request,
+        response: Response,
+    ) -> None:
+        if io.gone:
+            # A gRPC operation failed: the call is over, it takes no status.
+            response._resolve(ClientDisconnected("the client went away"))
+            raise asyncio.CancelledError
+        # The request stream ended early: a cancel (its cancellation lands in
+        # a moment, nearly always within a loop turn or two) or a peer that
+        # half-closed a truncated request.
+        for _ in range(_DELIVERY_TURNS):
+            await asyncio.sleep(0)
+        await asyncio.sleep(_CANCEL_GRACE)
+        if response.headers_sent:
+            truncated = "request stream ended before body_complete"
+            response._resolve(ResponseAborted(truncated))
+            await context.abort(grpc.StatusCode.INTERNAL, truncated)
+        response._discard()
+        await _simple(response, 400, "Bad Request: request stream ended without body_complete\n")
 
     async def _failed(
         self,
         context: grpc.aio.ServicerContext,
+        io: _CallIO,
         request: Request,
         response: Response,
         exc: Exception,
     ) -> None:
         if _cancel_requested():
             raise asyncio.CancelledError from exc
+        if response.aborted:
+            await self._aborted(context, io, response)
+        if isinstance(exc, ClientDisconnected) or io.gone or request.body.disconnected:
+            await self._client_gone(context, io, request, response)
+            return
         if response.headers_sent:
             log.error(
                 "handler for %s %s failed after the response started",
@@ -156,6 +321,7 @@ class ServeHTTPServicer:
                 request.path,
                 exc_info=exc,
             )
+            response._resolve(ResponseAborted(f"handler failed: {exc!r}"))
             await context.abort(grpc.StatusCode.INTERNAL, f"handler failed: {type(exc).__name__}")
         response._discard()
         if isinstance(exc, BodyTooLarge):
@@ -165,6 +331,25 @@ class ServeHTTPServicer:
         else:
             log.error("handler for %s %s failed", request.method, request.path, exc_info=exc)
             await _simple(response, 500, "Internal Server Error\n")
+
+
+def _expects_continue(init: http_pb2.ServeHTTPRequestInit) -> bool:
+    for header in init.headers:
+        if header.key.lower() == "expect":
+            return any(v.strip().lower() == b"100-continue" for v in header.values)
+    return False
+
+
+async def _ask_for_body(context: grpc.aio.ServicerContext, response: Response) -> None:
+    """Expect: 100-continue: tell the gateway to start sending the body."""
+    if response.headers_sent:
+        return  # answered already: initial metadata went with the response
+    try:
+        await context.send_initial_metadata(CONTINUE_METADATA)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise ClientDisconnected("the ServeHTTP call ended") from exc
 
 
 def method_handler(plugin: Plugin) -> tuple[ServeHTTPServicer, grpc.RpcMethodHandler]:
