@@ -65,6 +65,12 @@ def bench_plugin() -> Any:
         if size:
             await response.write(block[:size])
 
+    @plugin.route("/echo", methods=["POST", "PUT"])
+    async def echo(request: Any, response: Any) -> None:
+        if request.content_length >= 0:
+            response.headers["Content-Length"] = str(request.content_length)
+        await response.pipe_from(request.body)
+
     @plugin.route("/tiny")
     async def tiny(request: Any, response: Any) -> None:
         for _ in range(_TINY_WRITES):
@@ -113,6 +119,17 @@ async def direct_app(scope: dict, receive: Callable, send: Callable) -> None:
             piece = block[: min(size, len(block))]
             size -= len(piece)
             await send({"type": "http.response.body", "body": piece, "more_body": size > 0})
+    elif path == "echo":
+        headers = [(n, v) for n, v in scope["headers"] if n == b"content-length"]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            more = message.get("more_body", False)
+            await send({"type": "http.response.body", "body": message.get("body", b""),
+                        "more_body": more})
     elif path == "tiny":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for _ in range(_TINY_WRITES):
@@ -334,6 +351,69 @@ def download(url: str, size: int) -> float:
         return time.perf_counter() - start
 
 
+def echo(url: str, size: int) -> float:
+    """Seconds to send ``size`` bytes and read them back, both at once (two threads)."""
+    import threading
+
+    address, path = _split(url)
+    block = memoryview(_BLOCK)
+    failure: list[BaseException] = []
+    with socket.create_connection(address) as sock:
+
+        def sender() -> None:
+            try:
+                left = size
+                while left > 0:
+                    n = min(left, len(block))
+                    sock.sendall(block[:n])
+                    left -= n
+            except BaseException as exc:  # reported below
+                failure.append(exc)
+
+        start = time.perf_counter()
+        sock.sendall(
+            f"POST {path}/echo HTTP/1.1\r\nHost: b\r\nContent-Length: {size}\r\n\r\n".encode()
+        )
+        thread = threading.Thread(target=sender, daemon=True)
+        thread.start()
+        buf = bytearray(MIB)
+        _, rest = _read_head(sock, buf)
+        got = len(rest)
+        view = memoryview(buf)
+        while got < size:
+            n = sock.recv_into(view)
+            if not n:
+                raise RuntimeError(f"echo ended at {got} of {size}")
+            got += n
+        elapsed = time.perf_counter() - start
+        thread.join(30)
+    if failure:
+        raise failure[0]
+    return elapsed
+
+
+def slow_client(url: str, rate: int, seconds: float) -> float:
+    """Read a 1 GiB download at ``rate`` bytes/s for ``seconds``; returns bytes/s achieved."""
+    address, path = _split(url)
+    with socket.socket() as sock:
+        sock.connect(address)
+        sock.sendall(f"GET {path}/download?size={1 << 30} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
+        buf = bytearray(64 * 1024)
+        _, rest = _read_head(sock, buf)
+        got = len(rest)
+        view = memoryview(buf)
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            if got > elapsed * rate:
+                time.sleep(min(0.01, got / rate - elapsed))
+                continue
+            n = sock.recv_into(view)
+            if not n:
+                raise RuntimeError("download ended early")
+            got += n
+        return got / seconds
+
+
 def tiny_writes(url: str) -> float:
     address, path = _split(url)
     with socket.create_connection(address) as sock:
@@ -470,6 +550,46 @@ def run_scenarios(ns: argparse.Namespace, log: Callable[[str], None]) -> list[Ro
         rows.append(Row(f"download {human} [{tag}]", mb / cw, mb / ref, "MB/s", ref / cw))
 
     chunk_size = ns.chunk_size[0]
+    tag = f"{chunk_size // 1024} KiB chunks"
+    echo_rss: dict[str, float] = {}
+
+    def echo_round(t: Target) -> float:
+        elapsed = echo(t.url, size)
+        for name, value in t.peak_rss().items():
+            echo_rss[name] = max(echo_rss.get(name, 0.0), value)
+        return elapsed
+
+    cw, ref = pair(f"echo {human} via pipe_from [{tag}]", chunk_size, echo_round)
+    rows.append(Row(f"echo {human} via pipe_from [{tag}]", mb / cw, mb / ref, "MB/s each way",
+                    ref / cw, "reference: receive/send echo app"))
+    for name in ("gateway", "plugin"):
+        rows.append(Row(f"  echo peak RSS {name}", echo_rss.get(name, float("nan")),
+                        echo_rss.get("uvicorn", float("nan")), "MiB",
+                        echo_rss.get(name, float("nan")) / echo_rss.get("uvicorn", float("nan")),
+                        "reference: direct uvicorn"))
+
+    slow_rate = 2 * MIB
+    slow_rss: dict[str, float] = {}
+
+    def slow_round(t: Target) -> float:
+        achieved = slow_client(t.url, slow_rate, ns.slow_seconds)
+        for name, value in t.peak_rss().items():
+            slow_rss[name] = max(slow_rss.get(name, 0.0), value)
+        return achieved
+
+    log(f"  slow client ({ns.slow_seconds:g} s) ...")
+    with chunkwire_target(chunk_size) as target:
+        cw = slow_round(target)
+    with direct_target() as target:
+        ref = slow_round(target)
+    rows.append(Row(f"slow client 2 MiB/s on a 1 GiB download, {ns.slow_seconds:g} s", cw / MIB,
+                    ref / MIB, "MiB/s", cw / ref, "the client's pace"))
+    for name in ("gateway", "plugin"):
+        rows.append(Row(f"  slow client peak RSS {name}", slow_rss.get(name, float("nan")),
+                        slow_rss.get("uvicorn", float("nan")), "MiB",
+                        slow_rss.get(name, float("nan")) / slow_rss.get("uvicorn", float("nan")),
+                        "reference: direct uvicorn"))
+
     cw, ref = pair("100k x 32 B writes", chunk_size, lambda t: tiny_writes(t.url))
     rows.append(Row("100,000 writes of 32 B, flush at end", cw * 1e3, ref * 1e3, "ms", ref / cw,
                     "ratio = speedup over direct sends"))
@@ -542,6 +662,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gateway/plugin chunk size; repeatable (default: 64k and 1m)")
     parser.add_argument("--rounds", type=int, default=3, help="median of this many runs")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each load run")
+    parser.add_argument("--slow-seconds", type=float, default=10.0,
+                        help="length of the slow-client (2 MiB/s) run")
     parser.add_argument("--json", type=Path, default=None, help="save raw numbers here")
     parser.add_argument(
         "--tuned-reference", action="store_true",

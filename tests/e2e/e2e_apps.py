@@ -13,12 +13,8 @@ import json
 import os
 
 from chunkwire import Plugin
+from chunkwire.errors import ClientDisconnected
 from chunkwire.plugin import Request, Response
-
-try:
-    from chunkwire.errors import ClientDisconnected
-except ImportError:  # an SDK from before ClientDisconnected: gone calls cancel
-    ClientDisconnected = asyncio.CancelledError  # type: ignore[assignment,misc]
 
 BLOCK = bytes(range(256)) * 4096  # 1 MiB, the download pattern
 
