@@ -100,10 +100,11 @@ class _Delivery:
     RPC, which completes the read.
     """
 
-    __slots__ = ("_io", "_response", "_task", "_timeout", "_timer")
+    __slots__ = ("_io", "_response", "_rpc_task", "_task", "_timeout", "_timer")
 
     def __init__(self, io: _CallIO, response: Response, timeout: float) -> None:
         self._io = io
+        self._rpc_task = asyncio.current_task()
         self._response = response
         self._timeout = timeout
         self._task: asyncio.Task[None] | None = None
@@ -137,9 +138,15 @@ class _Delivery:
         except ClientDisconnected as exc:
             response._resolve(ClientDisconnected(*exc.args))
             return
+        # A cancelled call reads as EOF too; its cancellation of the RPC task
+        # lands within a loop turn or two.
         for _ in range(_DELIVERY_TURNS):
             await asyncio.sleep(0)
-        response._resolve()
+        rpc_task = self._rpc_task
+        if rpc_task is not None and (rpc_task.cancelling() or rpc_task.done()):
+            response._resolve(ClientDisconnected("the client went away"))
+        else:
+            response._resolve()
 
     async def wait(self) -> BaseException | None:
         """Resolve ``finished``; the error it settled with, if any."""
