@@ -134,3 +134,33 @@ def test_too_large_with_expect_answers_without_inviting_the_body():
             await fake.stop()
 
     run(main())
+
+
+async def streams_without_reading(first, context, log):
+    # Answers an Expect request with a head and a stream, never asking for the body.
+    await context.write(response(200, b"streaming\n", complete=False))
+    await asyncio.Event().wait()
+
+
+def test_refused_body_stream_is_cancelled_when_the_client_leaves():
+    async def main():
+        fake = FakePlugin({"/streams": streams_without_reading})
+        address = await fake.start()
+        try:
+            async with serve_gateway(Gateway({"p": address})) as base:
+                url = urlsplit(base)
+                reader, writer = await asyncio.open_connection(url.hostname, url.port)
+                writer.write(
+                    b"POST /plugins/p/streams HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n"
+                    b"Expect: 100-continue\r\n\r\n"
+                )
+                data = b""
+                while b"streaming\n" not in data:
+                    data += await asyncio.wait_for(reader.read(65536), 5)
+                assert data.startswith(b"HTTP/1.1 200 ") and b"100 Continue" not in data
+                writer.close()
+                await asyncio.wait_for(fake.log.event("cancelled:/streams").wait(), 5)
+        finally:
+            await fake.stop()
+
+    run(main())

@@ -145,6 +145,7 @@ class Forward:
         "_chunk_size",
         "_continued",
         "_expect",
+        "_head_sent",
         "_idle",
         "_init",
         "_linger",
@@ -203,6 +204,7 @@ class Forward:
         # Expect: 100-continue: wait for the plugin to ask before reading the body.
         self._expect = expect_continue and body_expected
         self._continued = False
+        self._head_sent = asyncio.Event()  # the response head went to the client
         # Set while no gRPC write is in progress (done_writing must not overlap one).
         self._idle = asyncio.Event()
         self._idle.set()
@@ -258,8 +260,12 @@ class Forward:
             if not await self._write(_COMPLETE):
                 return
         else:
-            if self._expect and not (await self._write(b"") and await self._await_continue()):
-                return
+            if self._expect:
+                if not await self._write(b""):
+                    return
+                if not await self._await_continue():
+                    await self._watch_refused()
+                    return
             await self._pump_body()
         # Keep listening for a disconnect until the response is finished.
         while not self._response_done and self._reason is None:
@@ -278,6 +284,19 @@ class Forward:
             return False
         self._continued = True
         return True
+
+    async def _watch_refused(self) -> None:
+        # The plugin answered without asking for the body. Once the response
+        # head is out, receive() no longer makes the server send "100
+        # Continue": listen for a disconnect, so that a long answer to a
+        # client gone away is cancelled. Body bytes a client sends anyway
+        # (curl does after a second) are dropped; the connection closes
+        # after the answer.
+        await self._head_sent.wait()
+        while not self._response_done and self._reason is None:
+            message = await self._next_message()
+            if message.get("type") != "http.request":
+                return
 
     def _frame(self, pieces: list[memoryview], complete: bool) -> bytes:
         # One copy from the received bytes into the frame (no ring in between).
@@ -351,6 +370,7 @@ class Forward:
             await self._relay()
         finally:
             self._response_done = True
+            self._head_sent.set()  # wakes a pump waiting for it; it sees the end
             if self._timer is not None:
                 self._timer.cancel()
             if not self._call.done():
@@ -466,6 +486,7 @@ class Forward:
         await self._send(
             {"type": "http.response.start", "status": status or 200, "headers": headers}
         )
+        self._head_sent.set()
         return True
 
     async def _finish_call(self) -> None:
