@@ -479,10 +479,10 @@ async def test_writer_blocks_when_the_client_stops_reading(sock_dir: str, mark: 
             await resp.body.__anext__()
             written = await _stalled_progress(probe)
             # Bound: what the response holds (under the mark), the client's
-            # receive window, a frame queued in the server's transport, the
-            # chunk the client read, one more frame of slack.
+            # receive window, and what gRPC's transports hold besides (about
+            # half a window, measured).
             hwm = mark or 64 * KiB
-            bound = hwm + flow_window(65536) + 3 * 64 * KiB
+            bound = hwm + 2 * flow_window(65536)
             print(f"mark {hwm}: handler got {written} bytes through (bound {bound})")
             assert hwm <= written <= bound
             assert int(probe.seen["buffered"]) <= hwm + 64 * KiB  # type: ignore[arg-type]
@@ -512,9 +512,10 @@ async def test_upload_stalls_when_the_handler_never_reads(sock_dir: str) -> None
             await asyncio.sleep(0.05)
             still = still + 1 if sent == last else 0
             last = sent
-        # The client's generator ran ahead by: the plugin's receive window, the
-        # client's send window... (one frame waiting in call.write, one in hand).
-        bound = 2 * flow_window(65536) + 3 * 64 * KiB
+        # The client's generator ran ahead by the plugin's receive window, what
+        # gRPC's transports hold besides (about half a window, measured), one
+        # frame waiting in call.write and one in hand.
+        bound = 2 * flow_window(65536) + 2 * 64 * KiB
         print(f"client generated {sent} bytes while the handler never read (bound {bound})")
         assert sent <= bound
         probe.event("release").set()
