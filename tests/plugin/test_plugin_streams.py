@@ -724,3 +724,32 @@ async def test_send_file_is_exported() -> None:
     assert chunkwire.send_file is send_file
     assert "send_file" in chunkwire.__all__
     assert json.dumps(chunkwire.__all__)
+
+
+async def test_send_file_with_large_chunks_reads_in_a_thread(sock_dir: str) -> None:
+    # Chunks above 4 MiB are read off the loop; the bytes are the same.
+    data = pattern(20 * MiB + 7, 11)
+    path = os.path.join(sock_dir, "large.bin")
+    with open(path, "wb") as f:
+        f.write(data)
+    chunk = 8 * MiB
+    plugin = streams_plugin(Probe(), chunk_size=chunk)
+    async with serve(plugin, f"unix:{sock_dir}/p.sock", chunk_size=chunk) as (_, client):
+        resp = await client.request("GET", "/file", query={"path": path, "offset": 5})
+        assert hashlib.sha256(await resp.read()).digest() == hashlib.sha256(data[5:]).digest()
+        assert resp.messages == 3  # 8 + 8 + 4 MiB, the last one complete
+
+
+async def test_high_water_mark_settings(sock_dir: str) -> None:
+    with pytest.raises(ValueError, match="high_water_mark"):
+        Plugin("x", high_water_mark=0)
+    with pytest.raises(ValueError, match="finish_timeout"):
+        Plugin("x", finish_timeout=0)
+    response = Response(lambda frame: None, 65536)
+    assert response.high_water_mark == 64 * KiB
+    response.high_water_mark = 10
+    assert response.high_water_mark == 10
+    with pytest.raises(ValueError):
+        response.high_water_mark = 0
+    with pytest.raises(TypeError):
+        response.high_water_mark = 1.5  # type: ignore[assignment]

@@ -67,7 +67,8 @@ class Plugin:
     ``chunk_size`` bounds the response body chunks this plugin sends (the
     request side is chosen by the sender). With ``mattermost_compat`` the
     servicer also answers at ``/mattermost.pluginapi.v1.PluginHooks/ServeHTTP``.
-    ``high_water_mark`` is each response's default (settable per response).
+    ``high_water_mark`` is each response's default (settable per response):
+    64 KiB, or ``chunk_size`` if larger.
     ``finish_timeout`` bounds how long a call waits, after its last frame, for
     the gateway's acknowledgement that the client has the response
     (``response.finished`` then raises TimeoutError; the RPC ends OK).
@@ -79,11 +80,14 @@ class Plugin:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         mattermost_compat: bool = False,
-        high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
+        high_water_mark: int | None = None,
         finish_timeout: float = DEFAULT_FINISH_TIMEOUT,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if high_water_mark is None:
+            # Below the chunk size, every write would leave as a short frame.
+            high_water_mark = max(DEFAULT_HIGH_WATER_MARK, chunk_size)
         if high_water_mark < 1:
             raise ValueError(f"high_water_mark must be >= 1, got {high_water_mark}")
         if not finish_timeout > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from typing import TYPE_CHECKING
@@ -9,8 +10,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .response import Response
 
-# Page-cache reads of one 64 KiB chunk take ~10 µs: done on the loop, no
-# thread per chunk (a thread hop costs more than the read).
+# Page-cache reads of one 64 KiB chunk take ~11 µs, 1 MiB ~170 µs (measured).
+# A thread per read cost 40% of send_file's throughput with 1 MiB chunks
+# (~560 against ~950 MB/s), so reads stay on the loop up to 4 MiB chunks;
+# larger ones (milliseconds of blocking each) go to a thread.
+_THREAD_READ = 4 * 1024 * 1024
 _O_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -68,9 +72,13 @@ async def send_file(
         buffer = memoryview(bytearray(min(step, length) or 1))
         position = offset
         left = length
+        threaded = step > _THREAD_READ
         while left:
             want = min(step, left)
-            n = os.preadv(fd, [buffer[:want]], position)
+            if threaded:
+                n = await asyncio.to_thread(os.preadv, fd, [buffer[:want]], position)
+            else:
+                n = os.preadv(fd, [buffer[:want]], position)
             if n <= 0:
                 raise OSError(
                     f"{os.fspath(path)!r} ended at byte {position}, "

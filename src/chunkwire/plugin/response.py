@@ -1,7 +1,7 @@
 """The response a plugin handler writes, cut into chunks by the core.
 
 Buffering (bounds per response):
-- the Chunker ring holds at most ``capacity`` bytes (4 chunks by default);
+- the Chunker ring holds at most ``capacity`` bytes (2 chunks by default);
 - ``await write()`` returns once the bytes buffered and not yet handed to
   gRPC are below ``high_water_mark``; a caller's buffer that does not fit is
   referenced until then, never copied whole, and what remains when write()
@@ -150,7 +150,8 @@ class Response:
     ) -> None:
         self._send = send
         self._chunk_size = chunk_size
-        self._ring = Chunker(chunk_size, capacity if capacity is not None else 4 * chunk_size)
+        # Two chunks: one filling, one ready; the overflow holds the rest.
+        self._ring = Chunker(chunk_size, capacity if capacity is not None else 2 * chunk_size)
         # Data beyond the ring, in order: bytes/bytearray (owned), memoryview
         # (a caller's buffer, only while its write() is awaited) or _FLUSH.
         self._overflow: deque[Any] = deque()
