@@ -2,7 +2,7 @@
 
 Routes (behind the gateway at ``/plugins/demo``):
 
-- ``POST /echo``: streams the request body back as it arrives;
+- ``POST /echo``: streams the request body back as it arrives (``pipe_from``);
 - ``POST /upload``: counts the body and returns its size and sha256;
 - ``GET /ticks?n=5&interval=0.5``: one line per tick, each flushed at once;
 - ``GET /download?size=BYTES``: a large streamed body (default 100 MiB);
@@ -32,8 +32,10 @@ async def index(request: Request, response: Response) -> None:
 async def echo(request: Request, response: Response) -> None:
     content_type = request.headers.get("Content-Type", "application/octet-stream")
     response.headers["Content-Type"] = content_type
-    async for chunk in request.body:
-        await response.write(chunk)
+    if request.content_length >= 0:
+        response.headers["Content-Length"] = str(request.content_length)
+    # Reads only as fast as the client takes the echo (the req.pipe(res) pattern).
+    await response.pipe_from(request.body)
 
 
 @plugin.route("/upload", methods=["POST", "PUT"])

@@ -57,6 +57,10 @@ async def big_download(request: Request, response: Response) -> None:
     except ClientDisconnected:
         _outcome("big-download", "ClientDisconnected")
         return
+    except asyncio.CancelledError:
+        # The write waiting when the call was cancelled is cancelled with it.
+        _outcome("big-download", "CancelledError")
+        raise
     _outcome("big-download", "ended")
 
 

@@ -143,7 +143,7 @@ def test_slow_client_bounds_handler_and_memory(streams):
     assert samples[-1][1] > seconds * rate * 0.7  # the client did read at its pace
     assert flat([s[3] for s in steady], 8 * 1024)
     assert flat([s[4] for s in steady], 8 * 1024)
-    assert streams.outcome("big-download") == "ClientDisconnected"
+    assert streams.outcome("big-download") in ("ClientDisconnected", "CancelledError")
 
 
 # -- backpressure, request direction --------------------------------------------

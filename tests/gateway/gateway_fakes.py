@@ -83,9 +83,17 @@ class FakePlugin:
                 return
             await handler(first, context, self.log)
         except asyncio.CancelledError:
-            self.log.cancelled.append(path)
-            self.log.event(f"cancelled:{path}").set()
+            self._cancelled(path)
             raise
+        except Exception as exc:
+            # A write racing the cancel fails instead of being cancelled.
+            if context.cancelled() or type(exc).__name__ == "ExecuteBatchError":
+                self._cancelled(path)
+            raise
+
+    def _cancelled(self, path: str) -> None:
+        self.log.cancelled.append(path)
+        self.log.event(f"cancelled:{path}").set()
 
     async def start(self, listen: str = "127.0.0.1:0") -> str:
         server = grpc.aio.server()
