@@ -11,6 +11,7 @@ import httpx
 import pytest
 from gateway_fakes import FakePlugin, read_body, response, run, serve_gateway
 
+from chunkwire._core import encode_response_frame
 from chunkwire.gateway import Gateway
 
 pytestmark = pytest.mark.timeout(60)
@@ -160,6 +161,40 @@ def test_refused_body_stream_is_cancelled_when_the_client_leaves():
                 assert data.startswith(b"HTTP/1.1 200 ") and b"100 Continue" not in data
                 writer.close()
                 await asyncio.wait_for(fake.log.event("cancelled:/streams").wait(), 5)
+        finally:
+            await fake.stop()
+
+    run(main())
+
+
+async def answers_then_reads(first, context, log):
+    # Sends its head before reading (so never asks), then reads what comes.
+    await context.write(response(200, b"head first\n", complete=False))
+    size = await read_body(context, first, log)
+    await context.write(encode_response_frame(f"{size}\n".encode(), complete=True))
+
+
+def test_body_sent_anyway_after_an_early_head_is_forwarded():
+    async def main():
+        fake = FakePlugin({"/late": answers_then_reads})
+        address = await fake.start()
+        try:
+            async with serve_gateway(Gateway({"p": address})) as base:
+                url = urlsplit(base)
+                reader, writer = await asyncio.open_connection(url.hostname, url.port)
+                writer.write(
+                    b"POST /plugins/p/late HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n"
+                    b"Expect: 100-continue\r\n\r\n"
+                )
+                data = b""
+                while b"head first\n" not in data:
+                    data += await asyncio.wait_for(reader.read(65536), 5)
+                assert b"100 Continue" not in data
+                writer.write(bytes(300_000))  # as curl does when no 100 comes
+                while b"300000\n" not in data:
+                    data += await asyncio.wait_for(reader.read(65536), 5)
+                assert data.startswith(b"HTTP/1.1 200 ")
+                writer.close()
         finally:
             await fake.stop()
 

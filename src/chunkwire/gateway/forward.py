@@ -14,8 +14,9 @@ sending the body: the plugin reads that end of stream as "delivered"
 ``Expect: 100-continue``: the init leaves alone and ASGI ``receive()``
 (which makes the server send "100 Continue") is not called until the
 plugin's initial metadata asks for the body (``chunkwire-continue: 1``).
-A response arriving first means the plugin answered without reading: the
-body is never read and the connection closes after the answer.
+A response arriving first means the plugin answered without reading: no
+"100 Continue" is ever sent, the body is not asked for (one the client sends
+anyway is forwarded), and the connection closes after the answer.
 
 Everything that ends a request early (client gone, body too large, no
 answer in time, plugin finished early) goes through ``call.cancel()`` plus
@@ -259,13 +260,14 @@ class Forward:
             self._body_done = True
             if not await self._write(_COMPLETE):
                 return
+        elif self._expect:
+            if not await self._write(b""):
+                return
+            if await self._await_continue():
+                await self._pump_body()
+            else:
+                await self._watch_refused()
         else:
-            if self._expect:
-                if not await self._write(b""):
-                    return
-                if not await self._await_continue():
-                    await self._watch_refused()
-                    return
             await self._pump_body()
         # Keep listening for a disconnect until the response is finished.
         while not self._response_done and self._reason is None:
@@ -288,15 +290,14 @@ class Forward:
     async def _watch_refused(self) -> None:
         # The plugin answered without asking for the body. Once the response
         # head is out, receive() no longer makes the server send "100
-        # Continue": listen for a disconnect, so that a long answer to a
-        # client gone away is cancelled. Body bytes a client sends anyway
-        # (curl does after a second) are dropped; the connection closes
-        # after the answer.
+        # Continue", so it is safe to call: it notices a client that goes
+        # away (a long answer is then cancelled), and a body the client
+        # sends anyway (curl does after a second) is forwarded, with the
+        # usual backpressure, for a handler that reads after answering.
+        # The connection closes after the answer either way.
         await self._head_sent.wait()
-        while not self._response_done and self._reason is None:
-            message = await self._next_message()
-            if message.get("type") != "http.request":
-                return
+        if not self._response_done and self._reason is None:
+            await self._pump_body()
 
     def _frame(self, pieces: list[memoryview], complete: bool) -> bytes:
         # One copy from the received bytes into the frame (no ring in between).
