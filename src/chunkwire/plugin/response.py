@@ -38,6 +38,7 @@ _EMPTY_FLUSH = encode_response_frame(b"", flush=True)
 _EMPTY_FLUSH_COMPLETE = encode_response_frame(b"", complete=True, flush=True)
 _INT32_MAX = 2**31 - 1
 _FLUSH = object()  # a flush boundary queued behind overflow data
+_SPENT = Chunker(1, 1)  # the ring of a complete response: nothing is written to it
 
 
 def _byte_view(data: Any) -> memoryview:
@@ -65,8 +66,14 @@ class Finished:
     """``await response.finished``: the last byte reached the HTTP client.
 
     Raises ClientDisconnected when the client went away first, TimeoutError
-    when no acknowledgement came in time, ResponseAborted when the response
-    was aborted. ``done()`` tells whether it is settled.
+    when no acknowledgement came in time (the plugin's ``finish_timeout``),
+    ResponseAborted when the response was aborted. ``done()`` tells whether
+    it is settled. Awaited in the handler's own task, a client that goes away
+    cancels that task as it cancels any await there (CancelledError); from
+    another task it raises ClientDisconnected. The acknowledgement is the
+    gateway half-closing the request stream after its last send; a cancel
+    whose signal arrives more than two loop turns after that EOF would be
+    taken for delivery (measured: the same turn, nearly always).
     """
 
     __slots__ = ("_response",)
@@ -488,6 +495,7 @@ class Response:
             self._inflight = 0
         if complete:
             self._complete = True
+            self._ring = _SPENT  # the call may linger until delivery: keep little
             if self._wanted and self._delivery_hook is not None:
                 self._delivery_hook()
         if self._waiters and self.buffered < self._hwm:

@@ -26,9 +26,12 @@ log = logging.getLogger("chunkwire.plugin")
 # cancellation a moment later; a truncated request stream waits this long for
 # it before answering (a cancelled call must not get a status, grpc#43360).
 _CANCEL_GRACE = 0.25
-# After the EOF that acknowledges delivery: loop turns given to a cancellation
-# that arrived with it (measured: nearly always the same turn).
+# A cancelled call's read ends as EOF too, like the gateway's half-close that
+# acknowledges delivery; the cancellation of the RPC task follows within a
+# loop turn or two, nearly always, and within 8 ms on a loaded 2-core box
+# (measured). The EOF counts as delivery once this much time passed without it.
 _DELIVERY_TURNS = 2
+_DELIVERY_GRACE = 0.05
 CONTINUE_METADATA = (("chunkwire-continue", "1"),)
 
 
@@ -138,15 +141,20 @@ class _Delivery:
         except ClientDisconnected as exc:
             response._resolve(ClientDisconnected(*exc.args))
             return
-        # A cancelled call reads as EOF too; its cancellation of the RPC task
-        # lands within a loop turn or two.
+        # A cancelled call reads as EOF too (see _DELIVERY_GRACE): a
+        # cancellation of the RPC task resolves ``finished`` meanwhile.
         for _ in range(_DELIVERY_TURNS):
             await asyncio.sleep(0)
-        rpc_task = self._rpc_task
-        if rpc_task is not None and (rpc_task.cancelling() or rpc_task.done()):
+        if not self._gone():
+            await asyncio.wait((response._finished_future(),), timeout=_DELIVERY_GRACE)
+        if self._gone():
             response._resolve(ClientDisconnected("the client went away"))
         else:
             response._resolve()
+
+    def _gone(self) -> bool:
+        rpc_task = self._rpc_task
+        return rpc_task is not None and (rpc_task.cancelling() > 0 or rpc_task.done())
 
     async def wait(self) -> BaseException | None:
         """Resolve ``finished``; the error it settled with, if any."""
