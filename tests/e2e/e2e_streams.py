@@ -89,6 +89,9 @@ async def echo(request: Request, response: Response) -> None:
     except ClientDisconnected:
         _outcome("echo", "ClientDisconnected")
         return
+    except BaseException as exc:
+        _outcome("echo", _name(exc))
+        raise
     _outcome("echo", f"piped {total}")
 
 
