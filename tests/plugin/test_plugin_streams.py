@@ -459,6 +459,15 @@ async def test_write_nowait_and_drain_follow_a_slow_reader(sock_dir: str) -> Non
         assert len(await resp.read()) == 64 * KiB
 
 
+async def _until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    # Server-side state with no event to wait on.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
 async def _stalled_progress(probe: Probe) -> int:
     # The handler's progress has no event: poll until it stops moving.
     last, still = -1, 0
@@ -569,6 +578,14 @@ async def test_finished_times_out_and_the_rpc_ends_ok(sock_dir: str) -> None:
             result = await _read_all(call)  # never half-closes
         assert result.code == grpc.StatusCode.OK and result.frames[-1].complete
         assert await probe.wait("watch") == "TimeoutError"
+
+        # Nobody awaits finished: the servicer waits inline, with the same bound.
+        message = _init("GET", "/end-twice") + encode_request_frame(b"", complete=True)
+        channel, call = await _raw(server.address, [message], half_close=False)
+        async with channel:
+            result = await _read_all(call)
+        assert result.code == grpc.StatusCode.OK and result.body == b"one"
+        await _until(lambda: server.active_calls == 0)
 
 
 async def test_writes_after_the_client_left_raise(sock_dir: str) -> None:

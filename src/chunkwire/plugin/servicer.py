@@ -29,7 +29,8 @@ _CANCEL_GRACE = 0.25
 # A cancelled call's read ends as EOF too, like the gateway's half-close that
 # acknowledges delivery; the cancellation of the RPC task follows within a
 # loop turn or two, nearly always, and within 8 ms on a loaded 2-core box
-# (measured). The EOF counts as delivery once this much time passed without it.
+# (measured). When ``finished`` is awaited, the EOF counts as delivery once
+# this much time passed without it.
 _DELIVERY_TURNS = 2
 _DELIVERY_GRACE = 0.05
 CONTINUE_METADATA = (("chunkwire-continue", "1"),)
@@ -98,12 +99,14 @@ class _Delivery:
     """Waits for the request stream's EOF after body_complete: the gateway's
     acknowledgement that the client has the last byte (``response.finished``).
 
-    The read runs in its own task so that a timeout never cancels a task
-    inside a gRPC read (grpc#43360): on timeout the servicer just ends the
-    RPC, which completes the read.
+    When ``finished`` is awaited, the read runs in its own task so that a
+    timeout never cancels a task inside a gRPC read (grpc#43360): on timeout
+    the servicer just ends the RPC, which completes the read. Otherwise the
+    servicer reads inline (no task per request); a timeout then cancels that
+    read, which costs the leak once, on a rare path.
     """
 
-    __slots__ = ("_io", "_response", "_rpc_task", "_task", "_timeout", "_timer")
+    __slots__ = ("_inline", "_io", "_response", "_rpc_task", "_task", "_timeout", "_timer")
 
     def __init__(self, io: _CallIO, response: Response, timeout: float) -> None:
         self._io = io
@@ -112,10 +115,11 @@ class _Delivery:
         self._timeout = timeout
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._inline = False
         response._delivery_hook = self.start
 
     def start(self) -> None:
-        if self._task is not None:
+        if self._task is not None or self._inline:
             return
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._drain())
@@ -145,7 +149,8 @@ class _Delivery:
         # cancellation of the RPC task resolves ``finished`` meanwhile.
         for _ in range(_DELIVERY_TURNS):
             await asyncio.sleep(0)
-        if not self._gone():
+        if response._wanted and not self._gone():
+            # Only worth the wait when someone awaits ``finished``.
             await asyncio.wait((response._finished_future(),), timeout=_DELIVERY_GRACE)
         if self._gone():
             response._resolve(ClientDisconnected("the client went away"))
@@ -156,8 +161,36 @@ class _Delivery:
         rpc_task = self._rpc_task
         return rpc_task is not None and (rpc_task.cancelling() > 0 or rpc_task.done())
 
+    async def _wait_inline(self) -> BaseException | None:
+        self._inline = True
+        task = asyncio.current_task()
+        assert task is not None
+        fired = False
+
+        def timed_out() -> None:
+            nonlocal fired
+            fired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self._timeout, timed_out)
+        future = self._response._finished_future()
+        try:
+            await self._drain()
+        except asyncio.CancelledError:
+            if fired and task.cancelling() == 1:
+                task.uncancel()
+                self._timed_out()
+            else:
+                self._response._resolve(ClientDisconnected("the client went away"))
+                raise
+        finally:
+            timer.cancel()
+        return future.exception()
+
     async def wait(self) -> BaseException | None:
         """Resolve ``finished``; the error it settled with, if any."""
+        if self._task is None and not self._response._wanted:
+            return await self._wait_inline()
         self.start()
         future = self._response._finished_future()
         try:
