@@ -585,14 +585,23 @@ class Response:
         it never waits.
         """
         self._check_write()
+        ring = self._ring
         if (
             type(data) is bytes
             and not self._overflow
             and len(data) < self._chunk_size
-            and len(data) <= self._ring.free
+            and len(data) <= ring.free
         ):
-            # Small writes (token streaming) only land in the ring.
-            self._ring.write(data)
+            # Small writes (token streaming) only land in the ring; while no
+            # frame is due and the mark is far, that is all there is to do.
+            ring.write(data)
+            if (
+                not flush
+                and ring.pending < self._chunk_size
+                and not self._flush_requested
+                and ring.pending + self._inflight < self._hwm
+            ):
+                return
         else:
             self._accept(data, copy=self._cork > 0)
         try:
