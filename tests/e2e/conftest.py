@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -180,3 +181,12 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def curl() -> str:
+    """curl, which .ci/run installs: a missing one fails the tests that use it."""
+    path = shutil.which("curl")
+    if path is None:
+        pytest.fail("the end-to-end tests need curl (apt-get install curl)")
+    return path

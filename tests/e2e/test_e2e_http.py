@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 
@@ -10,10 +9,6 @@ import httpx
 import pytest
 
 pytestmark = pytest.mark.timeout(120)
-
-CURL = shutil.which("curl")
-needs_curl = pytest.mark.skipif(CURL is None, reason="curl not installed (apt-get install curl)")
-
 
 def test_every_request_field_reaches_the_plugin(stack):
     r = httpx.post(
@@ -62,10 +57,9 @@ def test_multi_value_response_headers(stack):
     assert r.text == "cookies"
 
 
-@needs_curl
-def test_multi_value_response_headers_curl(stack):
+def test_multi_value_response_headers_curl(stack, curl):
     out = subprocess.run(
-        [CURL, "-sS", "-D", "-", "-o", "/dev/null", stack.url + "/plugins/app/multi-headers"],
+        [curl, "-sS", "-D", "-", "-o", "/dev/null", stack.url + "/plugins/app/multi-headers"],
         capture_output=True,
         check=True,
         text=True,
@@ -117,14 +111,13 @@ def test_early_response_413_httpx(stack):
     assert time.monotonic() - start < 10
 
 
-@needs_curl
-def test_early_response_413_curl(stack):
+def test_early_response_413_curl(stack, curl):
     # curl sends the body as it reads it from a generator-like pipe; it sees the
     # 413 mid-upload and stops, so the GiB is never sent.
     start = time.monotonic()
     head = subprocess.Popen(["head", "-c", str(1 << 30), "/dev/zero"], stdout=subprocess.PIPE)
     out = subprocess.run(
-        [CURL, "-sS", "-o", "-", "-w", "\n%{http_code} %{size_upload}", "-T", "-",
+        [curl, "-sS", "-o", "-", "-w", "\n%{http_code} %{size_upload}", "-T", "-",
          stack.url + "/plugins/app/early-413"],
         stdin=head.stdout,
         capture_output=True,

@@ -7,7 +7,6 @@ Each test prints what it measured (run with -s to see it).
 from __future__ import annotations
 
 import hashlib
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -22,7 +21,6 @@ from conftest import Proc, start_gateway, start_plugin
 MIB = 1 << 20
 GIB = 1 << 30
 BLOCK = bytes(range(256)) * 4096  # 1 MiB
-CURL = shutil.which("curl")
 # How a handler's body read ends when the client goes away: ClientDisconnected,
 # or CancelledError when the gateway's cancel lands while the read waits on
 # gRPC (the task-level cancellation the plugin keeps). Never a clean end.
@@ -397,8 +395,7 @@ def test_expect_answered_first_never_reads_the_body(streams, code):
     assert streams.gateway_stats()["received_bytes"] == received_before
 
 
-@pytest.mark.skipif(CURL is None, reason="curl not installed")
-def test_expect_with_curl(streams):
+def test_expect_with_curl(streams, curl):
     with tempfile.NamedTemporaryFile() as upload:
         upload.write(bytes(2 * MIB))
         upload.flush()
@@ -407,7 +404,7 @@ def test_expect_with_curl(streams):
             ("?refuse=417", "417", "refused without reading\n", 0),
         ):
             out = subprocess.run(
-                [CURL, "-sS", "-v", "-H", "Expect: 100-continue", "--data-binary",
+                [curl, "-sS", "-v", "-H", "Expect: 100-continue", "--data-binary",
                  f"@{upload.name}", "-o", "-", "-w", "\n%{http_code} %{size_upload}",
                  streams.url + "/plugins/s/expect" + query],
                 capture_output=True, text=True, timeout=30,
