@@ -30,6 +30,7 @@ from ._wire import (
     SERVE_HTTP_METHOD,
     flow_window,
     grpc_target,
+    headers_from_proto,
     headers_to_proto,
 )
 from .errors import (
@@ -530,7 +531,7 @@ class PluginClient:
                 call,
                 sender,
                 status,
-                _headers(resp_init.headers),
+                headers_from_proto(resp_init.headers),
                 frame.body,
                 frame.complete,
                 frame.flush,
@@ -550,13 +551,6 @@ class PluginClient:
             await _abandon(call, sender)
             raise
 
-
-def _headers(headers: Iterable[http_pb2.HTTPHeader]) -> CIMultiDict[str]:
-    result: CIMultiDict[str] = CIMultiDict()
-    for header in headers:
-        for value in header.values:
-            result.add(header.key, value.decode("latin-1"))
-    return result
 
 
 def _sender_error(sender: asyncio.Task[None]) -> BaseException | None:
