@@ -584,10 +584,11 @@ class Response:
         caller's buffer may be reused once this returns. Inside ``cork()``
         it never waits.
         """
-        self._check_write()
         ring = self._ring
         if (
             type(data) is bytes
+            and self._error is None
+            and not self._ending
             and not self._overflow
             and len(data) < self._chunk_size
             and len(data) <= ring.free
@@ -595,14 +596,12 @@ class Response:
             # Small writes (token streaming) only land in the ring; while no
             # frame is due and the mark is far, that is all there is to do.
             ring.write(data)
-            if (
-                not flush
-                and ring.pending < self._chunk_size
-                and not self._flush_requested
-                and ring.pending + self._inflight < self._hwm
-            ):
-                return
+            if not flush and not self._flush_requested:
+                pending = ring.pending
+                if pending < self._chunk_size and pending + self._inflight < self._hwm:
+                    return
         else:
+            self._check_write()
             self._accept(data, copy=self._cork > 0)
         try:
             if flush:
