@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .cli import parse_size
+
 MIB = 1 << 20
 _BLOCK = bytes(range(256)) * 4096  # 1 MiB
 _SMALL = b"s" * 1024
@@ -647,18 +649,10 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _size(text: str) -> int:
-    text = text.strip().lower().removesuffix("ib").removesuffix("b")
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=_size, default=1 << 30,
+    parser.add_argument("--size", type=parse_size, default=1 << 30,
                         help="bytes per upload/download (default 1g)")
-    parser.add_argument("--chunk-size", type=_size, action="append", default=None,
+    parser.add_argument("--chunk-size", type=parse_size, action="append", default=None,
                         help="gateway/plugin chunk size; repeatable (default: 64k and 1m)")
     parser.add_argument("--rounds", type=int, default=3, help="median of this many runs")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each load run")

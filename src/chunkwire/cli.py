@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
-def _size(text: str) -> int:
+def parse_size(text: str) -> int:
     """``65536``, ``64k``, ``1m``, ``1g`` (binary units)."""
     text = text.strip().lower().removesuffix("ib").removesuffix("b")
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -255,8 +255,8 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
 def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=port)
-    parser.add_argument("--chunk-size", type=_size, default=65536, help="body chunk bytes")
-    parser.add_argument("--max-body-size", type=_size, default=None, help="413 above this")
+    parser.add_argument("--chunk-size", type=parse_size, default=65536, help="body chunk bytes")
+    parser.add_argument("--max-body-size", type=parse_size, default=None, help="413 above this")
     parser.add_argument(
         "--response-timeout", type=float, default=30.0, help="504 after S seconds (0: never)"
     )
