@@ -137,6 +137,23 @@ def test_too_large_with_expect_answers_without_inviting_the_body():
     run(main())
 
 
+async def open_expect(base: str, path: str, length: int):
+    """A raw connection that has sent a POST head with Expect and no body."""
+    url = urlsplit(base)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+        "Expect: 100-continue\r\n\r\n".encode()
+    )
+    return reader, writer
+
+
+async def read_until(reader: asyncio.StreamReader, data: bytes, marker: bytes) -> bytes:
+    while marker not in data:
+        data += await asyncio.wait_for(reader.read(65536), 5)
+    return data
+
+
 async def streams_without_reading(first, context, log):
     # Answers an Expect request with a head and a stream, never asking for the body.
     await context.write(response(200, b"streaming\n", complete=False))
@@ -149,15 +166,8 @@ def test_refused_body_stream_is_cancelled_when_the_client_leaves():
         address = await fake.start()
         try:
             async with serve_gateway(Gateway({"p": address})) as base:
-                url = urlsplit(base)
-                reader, writer = await asyncio.open_connection(url.hostname, url.port)
-                writer.write(
-                    b"POST /plugins/p/streams HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n"
-                    b"Expect: 100-continue\r\n\r\n"
-                )
-                data = b""
-                while b"streaming\n" not in data:
-                    data += await asyncio.wait_for(reader.read(65536), 5)
+                reader, writer = await open_expect(base, "/plugins/p/streams", 9999999)
+                data = await read_until(reader, b"", b"streaming\n")
                 assert data.startswith(b"HTTP/1.1 200 ") and b"100 Continue" not in data
                 writer.close()
                 await asyncio.wait_for(fake.log.event("cancelled:/streams").wait(), 5)
@@ -180,19 +190,11 @@ def test_body_sent_anyway_after_an_early_head_is_forwarded():
         address = await fake.start()
         try:
             async with serve_gateway(Gateway({"p": address})) as base:
-                url = urlsplit(base)
-                reader, writer = await asyncio.open_connection(url.hostname, url.port)
-                writer.write(
-                    b"POST /plugins/p/late HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n"
-                    b"Expect: 100-continue\r\n\r\n"
-                )
-                data = b""
-                while b"head first\n" not in data:
-                    data += await asyncio.wait_for(reader.read(65536), 5)
+                reader, writer = await open_expect(base, "/plugins/p/late", 300_000)
+                data = await read_until(reader, b"", b"head first\n")
                 assert b"100 Continue" not in data
                 writer.write(bytes(300_000))  # as curl does when no 100 comes
-                while b"300000\n" not in data:
-                    data += await asyncio.wait_for(reader.read(65536), 5)
+                data = await read_until(reader, data, b"300000\n")
                 assert data.startswith(b"HTTP/1.1 200 ")
                 writer.close()
         finally:
