@@ -341,16 +341,21 @@ def download(url: str, size: int) -> float:
     with socket.create_connection(address) as sock:
         start = time.perf_counter()
         sock.sendall(f"GET {path}/download?size={size} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
-        buf = bytearray(MIB)
-        _, rest = _read_head(sock, buf)
-        got = len(rest)
-        view = memoryview(buf)
-        while got < size:
-            n = sock.recv_into(view)
-            if not n:
-                raise RuntimeError(f"download ended at {got} of {size}")
-            got += n
+        _read_response(sock, size, "download")
         return time.perf_counter() - start
+
+
+def _read_response(sock: socket.socket, size: int, what: str) -> None:
+    """Read a response head and ``size`` body bytes, discarding them."""
+    buf = bytearray(MIB)
+    _, rest = _read_head(sock, buf)
+    got = len(rest)
+    view = memoryview(buf)
+    while got < size:
+        n = sock.recv_into(view)
+        if not n:
+            raise RuntimeError(f"{what} ended at {got} of {size}")
+        got += n
 
 
 def echo(url: str, size: int) -> float:
@@ -378,15 +383,7 @@ def echo(url: str, size: int) -> float:
         )
         thread = threading.Thread(target=sender, daemon=True)
         thread.start()
-        buf = bytearray(MIB)
-        _, rest = _read_head(sock, buf)
-        got = len(rest)
-        view = memoryview(buf)
-        while got < size:
-            n = sock.recv_into(view)
-            if not n:
-                raise RuntimeError(f"echo ended at {got} of {size}")
-            got += n
+        _read_response(sock, size, "echo")
         elapsed = time.perf_counter() - start
         thread.join(30)
     if failure:
