@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 OUT = ROOT / "src" / "chunkwire" / "_proto"
-PROTOS = ["chunkwire/v1/http.proto"]
+PROTOS = ["chunkwire/v1/http.proto", "chunkwire/v1/plugin.proto"]
 
 
 def generate(dest: Path) -> dict[str, str]:
