@@ -1,0 +1,1 @@
+"""How frames travel between gateway and plugin: the multiplexed stream protocol."""
