@@ -88,8 +88,11 @@ def _uvicorn_server(
     log_level: str,
     grace: float = 3.0,
     on_started: Callable[[str], None] | None = None,
+    header_timeout: float | None = None,
 ) -> Any:
     import uvicorn
+
+    from .gateway.http_server import limited_http_protocol
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -135,6 +138,11 @@ def _uvicorn_server(
         app,
         host=host,
         port=port,
+        http=limited_http_protocol(
+            max_header_size=app.max_header_size,
+            max_header_count=app.max_header_count,
+            header_timeout=header_timeout,
+        ),
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=grace + 5,
@@ -172,6 +180,10 @@ def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
         response_timeout=ns.response_timeout if ns.response_timeout > 0 else None,
         mattermost=ns.mattermost,
         stats_path=ns.stats_path,
+        idle_timeout=ns.idle_timeout if ns.idle_timeout > 0 else None,
+        max_header_size=ns.max_header_size,
+        max_header_count=ns.max_header_count,
+        max_empty_frames=ns.max_empty_frames,
     )
 
 
@@ -187,6 +199,7 @@ def _cmd_gateway(ns: argparse.Namespace) -> int:
         ns.log_level,
         grace=ns.graceful_timeout,
         on_started=lambda url: print(f"chunkwire gateway listening on {url}", flush=True),
+        header_timeout=ns.header_timeout if ns.header_timeout > 0 else None,
     )
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
@@ -230,6 +243,7 @@ async def _run_demo(ns: argparse.Namespace) -> int:
                 ns.log_level,
                 grace=0.0,
                 on_started=lambda url: print(_demo_usage(url), flush=True),
+                header_timeout=ns.header_timeout if ns.header_timeout > 0 else None,
             )
             await server.serve()
             return 0 if server.started else 1
@@ -258,7 +272,29 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
     parser.add_argument("--chunk-size", type=parse_size, default=65536, help="body chunk bytes")
     parser.add_argument("--max-body-size", type=parse_size, default=None, help="413 above this")
     parser.add_argument(
-        "--response-timeout", type=float, default=30.0, help="504 after S seconds (0: never)"
+        "--response-timeout", type=float, default=30.0, metavar="S",
+        help="504 when no response head comes S seconds after the request body ended (0: never)",
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=60.0, metavar="S",
+        help="cut a response when the plugin sends nothing for S seconds, 504 when it takes no "
+        "request bytes for S seconds (0: never)",
+    )
+    parser.add_argument(
+        "--header-timeout", type=float, default=30.0, metavar="S",
+        help="408 when a client takes more than S seconds to send its request headers (0: never)",
+    )
+    parser.add_argument(
+        "--max-header-size", type=parse_size, default=64 * 1024, metavar="SIZE",
+        help="431 when the request header block is larger",
+    )
+    parser.add_argument(
+        "--max-header-count", type=int, default=100, metavar="N",
+        help="431 when a request has more header fields",
+    )
+    parser.add_argument(
+        "--max-empty-frames", type=int, default=16, metavar="N",
+        help="a plugin sending more empty response frames in a row fails the response",
     )
     parser.add_argument(
         "--mattermost", action="append", default=[], metavar="ID",

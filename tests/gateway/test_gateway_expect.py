@@ -92,7 +92,11 @@ def test_continue_only_when_the_plugin_reads():
 
 
 async def delivered(first, context, log):
-    await context.write(response(200, b"x" * 300_000))
+    # 300,000 bytes in chunks the gateway accepts (at most one chunk per message).
+    await context.write(response(200, b"x" * 60_000, complete=False))
+    for _ in range(3):
+        await context.write(encode_response_frame(b"x" * 60_000))
+    await context.write(encode_response_frame(b"x" * 60_000, complete=True))
     message = await context.read()
     log.cancelled.append("eof" if message is grpc.aio.EOF else "other")
     log.event("ended").set()

@@ -33,10 +33,11 @@ def test_tls_only_where_not_loopback():
     assert Upstream("a", "127.0.0.1:1", chunk_size=1, credentials=explicit)._credentials is explicit
 
 
-def test_message_limits_leave_room_for_init():
-    options = dict(channel_options(1 << 20))
-    assert options["grpc.max_receive_message_length"] >= (1 << 20) + 16 * 1024 * 1024
-    assert options["grpc.max_send_message_length"] >= (1 << 20) + 16 * 1024 * 1024
+@pytest.mark.parametrize("chunk", [65536, 1 << 20])
+def test_message_limits_are_one_chunk_plus_the_head(chunk):
+    options = dict(channel_options(chunk, 64 * 1024))
+    for key in ("grpc.max_receive_message_length", "grpc.max_send_message_length"):
+        assert chunk + 64 * 1024 <= options[key] <= chunk + 64 * 1024 + 4096
     assert options["grpc.max_reconnect_backoff_ms"] <= 1000
 
 

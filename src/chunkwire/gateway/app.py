@@ -15,9 +15,24 @@ from typing import Any
 import grpc
 
 from .._core import DEFAULT_CHUNK_SIZE
+from .._paths import BadPath, route_plugin
 from .._proto import http_pb2
 from .._wire import headers_to_proto
-from .forward import Forward, send_plain, send_plain_early
+from .forward import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_EMPTY_FRAMES,
+    Forward,
+    quiet_aborts,
+    send_plain,
+    send_plain_early,
+)
+from .request_checks import (
+    DEFAULT_MAX_HEADER_COUNT,
+    DEFAULT_MAX_HEADER_SIZE,
+    BadRequestHead,
+    RequestHead,
+    read_request_head,
+)
 from .types import Receive, Scope, Send
 from .upstream import Upstream
 
@@ -135,6 +150,10 @@ class Gateway:
         tls: grpc.ChannelCredentials | None = None,
         mattermost: Iterable[str] = (),
         stats_path: str | None = None,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_empty_frames: int = DEFAULT_MAX_EMPTY_FRAMES,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -142,6 +161,10 @@ class Gateway:
         self.chunk_size = chunk_size
         self.max_body_size = max_body_size
         self.response_timeout = response_timeout
+        self.idle_timeout = idle_timeout
+        self.max_header_size = max_header_size
+        self.max_header_count = max_header_count
+        self.max_empty_frames = max_empty_frames
         self.identity_headers = tuple(identity_headers)
         self._identity_lower = {name.lower().encode("latin-1") for name in self.identity_headers}
         self._authenticate = authenticate
@@ -153,9 +176,11 @@ class Gateway:
                 chunk_size=chunk_size,
                 credentials=tls if not address.startswith("unix:") else None,
                 mattermost=plugin_id in mattermost_ids,
+                max_response_head=max_header_size,
             )
             for plugin_id, address in plugins.items()
         }
+        quiet_aborts()
         self._counters: dict[str, int] = {
             "requests": 0,
             "active": 0,
@@ -210,31 +235,32 @@ class Gateway:
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         raw_path: bytes = scope.get("raw_path") or path.encode()
-        parts = raw_path.split(b"/", 3)
-        if len(parts) < 3 or parts[0] or parts[1] != b"plugins" or not parts[2]:
+        try:
+            routed = route_plugin(raw_path.decode("latin-1"))
+        except BadPath as error:
+            await send_plain(send, 400, f"Bad Request: {error}", close=True)
+            return
+        upstream = self._upstreams.get(routed[0]) if routed is not None else None
+        if routed is None or upstream is None:
             await send_plain(send, 404, "Not Found")
             return
-        plugin_id = path.split("/", 3)[2]
-        upstream = self._upstreams.get(plugin_id)
-        if upstream is None:
-            await send_plain(send, 404, "Not Found")
+        plugin_id, raw_rest, plugin_path = routed
+        try:
+            head = read_request_head(
+                scope["headers"],
+                max_size=self.max_header_size,
+                max_count=self.max_header_count,
+            )
+        except BadRequestHead as error:
+            log.info("plugin %r: %d %s", plugin_id, error.status, error.reason)
+            await send_plain(send, error.status, error.reason, close=True)
             return
-        plugin_path = b"/" + (parts[3] if len(parts) > 3 else b"")
-
-        content_length = -1
-        chunked = False
-        expect_continue = False
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    content_length = int(value)
-                except ValueError:
-                    await send_plain(send, 400, "Bad Request", close=True)
-                    return
-            elif name == b"transfer-encoding":
-                chunked = True
-            elif name == b"expect" and value.lower() == b"100-continue":
-                expect_continue = True
+        # authenticate sees the plugin and the decoded path the plugin routes on
+        # (equal to scope["path"] minus the prefix: see chunkwire._paths).
+        scope["chunkwire.plugin_id"] = plugin_id
+        scope["chunkwire.plugin_path"] = plugin_path
+        content_length = head.content_length
+        expect_continue = head.expect_continue
         if self.max_body_size is not None and content_length > self.max_body_size:
             self._counters["too_large"] = self._counters.get("too_large", 0) + 1
             if expect_continue:
@@ -256,7 +282,7 @@ class Gateway:
                 await send_plain(send, reject.status, reject.text, close=True)
                 return
 
-        init = self._request_init(scope, plugin_path, content_length, identity)
+        init, request_id = self._request_init(scope, raw_rest.encode("latin-1"), head, identity)
         try:
             call = upstream.open_call()
         except Exception as error:  # a bad target or credentials
@@ -277,9 +303,13 @@ class Gateway:
                 max_body_size=self.max_body_size,
                 response_timeout=self.response_timeout,
                 stats=counters,
-                body_expected=content_length > 0 or chunked,
+                body_expected=content_length > 0 or head.chunked,
                 # Mattermost-method plugins never ask for the body: 100 at once.
                 expect_continue=expect_continue and not upstream.mattermost,
+                method=scope["method"],
+                request_id=request_id,
+                idle_timeout=self.idle_timeout,
+                max_empty_frames=self.max_empty_frames,
             ).run()
         finally:
             counters["active"] -= 1
@@ -288,18 +318,17 @@ class Gateway:
         self,
         scope: Scope,
         plugin_path: bytes,
-        content_length: int,
+        head: RequestHead,
         identity: Identity | None,
-    ) -> bytes:
+    ) -> tuple[bytes, str]:
         identity_lower = self._identity_lower
         headers: list[tuple[bytes, bytes]] = []
-        host = user_agent = accept_language = ""
+        host = head.host.decode("latin-1") if head.host is not None else ""
+        user_agent = accept_language = ""
         for name, value in scope["headers"]:
             if name in identity_lower:
                 continue
-            if name == b"host":
-                host = value.decode("latin-1")
-            elif name == b"user-agent":
+            if name == b"user-agent":
                 user_agent = value.decode("latin-1")
             elif name == b"accept-language":
                 accept_language = value.decode("latin-1")
@@ -353,9 +382,9 @@ class Gateway:
             host=host,
             remote_addr=f"{client[0]}:{client[1]}" if client else "",
             request_uri=target,
-            content_length=content_length,
+            content_length=head.content_length,
         )
-        return http_pb2.ServeHTTPRequest(init=init).SerializeToString()
+        return http_pb2.ServeHTTPRequest(init=init).SerializeToString(), context.request_id
 
     # -- introspection --------------------------------------------------------
 

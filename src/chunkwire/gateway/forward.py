@@ -18,6 +18,19 @@ A response arriving first means the plugin answered without reading: no
 "100 Continue" is ever sent, the body is not asked for (one the client sends
 anyway is forwarded), and the connection closes after the answer.
 
+Response framing is the gateway's (``response_head``): the head is checked
+before it goes out, a declared Content-Length is enforced (more bytes or
+fewer at the end abort the client connection, never a clean end), and 204,
+304 and HEAD answers carry no body whatever the plugin sends.
+
+Timeouts, as a proxy's: ``response_timeout`` runs from the end of the
+request body (or, for ``Expect: 100-continue``, while the plugin has not
+asked for it) to the response head; ``idle_timeout`` bounds each wait on
+the plugin: a response frame after the head (the client connection is
+aborted), or a request frame the plugin does not take (504 before the
+head). A run of ``max_empty_frames`` frames with no body, flush or end is a
+protocol error.
+
 Everything that ends a request early (client gone, body too large, no
 answer in time, plugin finished early) goes through ``call.cancel()`` plus
 a recorded reason, never through cancelling a task that awaits a gRPC
@@ -37,7 +50,7 @@ import grpc.aio
 from .._core import decode_response_frame, encode_request_frame, join_request_frame
 from .._errors import FrameError
 from .._proto import http_pb2
-from .._wire import valid_status
+from .response_head import BadResponse, check_response_head
 from .types import Message, Receive, Send
 
 log = logging.getLogger("chunkwire.gateway")
@@ -45,6 +58,12 @@ log = logging.getLogger("chunkwire.gateway")
 EOF = grpc.aio.EOF
 
 _STATUS_GRACE = 5.0
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_MAX_EMPTY_FRAMES = 16
+# Body messages smaller than this are copied as they arrive instead of
+# being kept as views: a client sending one byte per segment then costs one
+# byte per byte, not a bytes object and a view each.
+_COPY_BELOW = 4096
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 32 * 1024 * 1024
 
@@ -54,7 +73,6 @@ _COMPLETE = encode_request_frame(b"", complete=True)
 
 
 _CONTENT_LENGTH = b"content-length"
-_TRANSFER_ENCODING = b"transfer-encoding"
 
 # Texts of a failed connection attempt, as gRPC core words them: the plugin
 # was never reached (503), as opposed to a stream that broke (502).
@@ -70,7 +88,28 @@ _UNREACHABLE_HINTS = (
 
 
 class UpstreamAborted(Exception):
-    """The plugin failed after the response started: the client connection must drop."""
+    """The plugin failed after the response started: the client connection must drop.
+
+    The gateway has logged the reason (one line); raising is how an ASGI app
+    makes the server drop the connection. ``quiet_aborts`` keeps the server
+    from logging it again with a traceback.
+    """
+
+
+class _DropLoggedAborts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, UpstreamAborted)
+
+
+_ABORT_FILTER = _DropLoggedAborts()
+
+
+def quiet_aborts(logger_name: str = "uvicorn.error") -> None:
+    """Drop the server's traceback for an abort the gateway already logged."""
+    logger = logging.getLogger(logger_name)
+    if _ABORT_FILTER not in logger.filters:
+        logger.addFilter(_ABORT_FILTER)
 
 
 def plain_response(status: int, text: str, *, close: bool = False) -> tuple[Message, Message]:
@@ -141,20 +180,30 @@ class Forward:
     """State of one forwarded request; ``run()`` returns when the client has its answer."""
 
     __slots__ = (
+        "_body_allowed",
         "_body_done",
         "_call",
         "_chunk_size",
         "_continued",
+        "_discard_budget",
+        "_empty_run",
         "_expect",
         "_head_sent",
         "_idle",
+        "_idle_timeout",
         "_init",
         "_linger",
+        "_loop",
         "_max_body_size",
+        "_max_empty",
+        "_method",
         "_plugin_id",
+        "_reading_since",
         "_reason",
         "_receive",
         "_recv_task",
+        "_remaining",
+        "_request_id",
         "_response_done",
         "_response_timeout",
         "_send",
@@ -162,7 +211,9 @@ class Forward:
         "_started",
         "_stats",
         "_timer",
+        "_watchdog",
         "_write_first",
+        "_writing_since",
     )
 
     def __init__(
@@ -179,26 +230,42 @@ class Forward:
         stats: dict[str, int],
         body_expected: bool,
         expect_continue: bool = False,
+        method: str = "GET",
+        request_id: str = "",
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_empty_frames: int = DEFAULT_MAX_EMPTY_FRAMES,
     ) -> None:
         self._call = call
         self._receive = receive
         self._send = send
         self._init = init
         self._plugin_id = plugin_id
+        self._request_id = request_id
+        self._method = method
         self._chunk_size = chunk_size
         self._max_body_size = max_body_size
         self._response_timeout = response_timeout
+        self._idle_timeout = idle_timeout
+        self._max_empty = max_empty_frames
         self._stats = stats
         stats.setdefault("received_bytes", 0)
         stats.setdefault("response_messages", 0)
+        self._loop = asyncio.get_running_loop()
         self._reason: str | None = None
         self._started = False
         self._response_done = False
         self._body_done = False
         self._timer: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._reading_since: float | None = None  # waiting for a response frame
+        self._writing_since: float | None = None  # a request frame waits for the plugin
         self._recv_task: asyncio.Future[Message] | None = None
         self._sized = False  # the response's length is known to the client
         self._linger = False  # the response still needs its final (empty) send
+        self._remaining: int | None = None  # declared Content-Length not yet relayed
+        self._body_allowed = True
+        self._discard_budget = 4 * chunk_size  # body of a bodiless answer, dropped
+        self._empty_run = 0
         # Without a body the init and an empty complete frame leave as one message
         # before anything is read from the client.
         self._write_first = not body_expected
@@ -209,6 +276,9 @@ class Forward:
         # Set while no gRPC write is in progress (done_writing must not overlap one).
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def _log(self, level: int, detail: str) -> None:
+        log.log(level, "request %s to plugin %r: %s", self._request_id, self._plugin_id, detail)
 
     # -- ending the call early -------------------------------------------------
 
@@ -221,6 +291,32 @@ class Forward:
     def _timed_out(self) -> None:
         if not self._started:
             self._abort("timeout")
+
+    def _arm_response_timer(self) -> None:
+        # From the end of the request body (or a wait for the plugin to ask
+        # for it) to the response head.
+        if self._response_timeout is not None and not self._started and self._timer is None:
+            self._timer = self._loop.call_later(self._response_timeout, self._timed_out)
+
+    def _disarm_response_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_idle(self) -> None:
+        # One timer per request, re-armed at the earliest moment a wait on
+        # the plugin can expire: no timer call per frame.
+        self._watchdog = None
+        idle = self._idle_timeout
+        if idle is None or self._reason is not None or self._response_done:
+            return
+        now = self._loop.time()
+        waits = [t for t in (self._writing_since, self._reading_since) if t is not None]
+        if waits and now - min(waits) >= idle:
+            self._abort("idle")
+            return
+        base = min(waits) if waits else now
+        self._watchdog = self._loop.call_at(base + idle, self._check_idle)
 
     def _on_received(self, task: asyncio.Future[Message]) -> None:
         if task.cancelled() or task.exception() is not None:
@@ -237,6 +333,7 @@ class Forward:
             data = self._init + data
             self._init = b""
         self._idle.clear()
+        self._writing_since = self._loop.time()
         try:
             await self._call.write(data)
         except (asyncio.CancelledError, asyncio.InvalidStateError, grpc.aio.AioRpcError):
@@ -244,6 +341,7 @@ class Forward:
                 return False  # the response side reports what happened
             raise
         finally:
+            self._writing_since = None
             self._idle.set()
         return True
 
@@ -258,12 +356,15 @@ class Forward:
     async def _pump(self) -> None:
         if self._write_first:
             self._body_done = True
+            self._arm_response_timer()
             if not await self._write(_COMPLETE):
                 return
         elif self._expect:
             if not await self._write(b""):
                 return
+            self._arm_response_timer()
             if await self._await_continue():
+                self._disarm_response_timer()
                 await self._pump_body()
             else:
                 await self._watch_refused()
@@ -299,7 +400,7 @@ class Forward:
         if not self._response_done and self._reason is None:
             await self._pump_body()
 
-    def _frame(self, pieces: list[memoryview], complete: bool) -> bytes:
+    def _frame(self, pieces: list[memoryview | bytearray], complete: bool) -> bytes:
         # One copy from the received bytes into the frame (no ring in between).
         frame = join_request_frame(pieces, complete=complete)
         if self._init:
@@ -312,8 +413,9 @@ class Forward:
         chunk_size = self._chunk_size
         limit = self._max_body_size
         received = 0
-        # Received bytes not framed yet: never more than one chunk.
-        pieces: list[memoryview] = []
+        # Received bytes not framed yet: never more than one chunk. Small
+        # messages are copied into a bytearray at the end of ``pieces``.
+        pieces: list[memoryview | bytearray] = []
         buffered = 0
         pending = self._next_message()
         if self._init:
@@ -349,7 +451,14 @@ class Forward:
                     if not await self._write(frame):
                         return
                 if offset < size:
-                    pieces.append(view[offset:])
+                    rest = view[offset:]
+                    if len(rest) < _COPY_BELOW:
+                        if pieces and isinstance(pieces[-1], bytearray):
+                            pieces[-1] += rest
+                        else:
+                            pieces.append(bytearray(rest))
+                    else:
+                        pieces.append(rest)
                     buffered += size - offset
             if more and self._init and not await self._write(b""):
                 return
@@ -357,23 +466,25 @@ class Forward:
                 self._body_done = True
                 frame = self._frame(pieces, True)
                 pieces.clear()
-                await self._write(frame)
+                if await self._write(frame):
+                    self._arm_response_timer()
                 return
 
     # -- response side ----------------------------------------------------------
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._response_timeout is not None:
-            self._timer = loop.call_later(self._response_timeout, self._timed_out)
-        pump = loop.create_task(self._pump())
+        pump = self._loop.create_task(self._pump())
+        if self._idle_timeout is not None:
+            self._watchdog = self._loop.call_later(self._idle_timeout, self._check_idle)
         try:
             await self._relay()
         finally:
             self._response_done = True
             self._head_sent.set()  # wakes a pump waiting for it; it sees the end
-            if self._timer is not None:
-                self._timer.cancel()
+            self._disarm_response_timer()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             if not self._call.done():
                 self._call.cancel()
             await self._stop_pump(pump)
@@ -400,13 +511,18 @@ class Forward:
         # body: the client never sent it, so there is nothing to linger for.
         return self._expect and not self._continued
 
+    async def _read(self) -> object:
+        self._reading_since = self._loop.time() if self._started else None
+        try:
+            return await self._call.read()
+        finally:
+            self._reading_since = None
+
     async def _relay(self) -> None:
-        call = self._call
-        send = self._send
         stats = self._stats
         while True:
             try:
-                message = await call.read()
+                message = await self._read()
             except asyncio.CancelledError:
                 if self._reason is None:
                     raise
@@ -426,57 +542,92 @@ class Forward:
             except FrameError as error:
                 await self._broken(f"malformed frame: {error}")
                 return
+            body = frame.body
             if not self._started:
                 if frame.init is None:
                     await self._broken("first message has no response init")
                     return
-                if not await self._start(frame.init, frame.body, frame.complete):
+                if not await self._start(frame.init, body, frame.complete):
                     return
+            elif frame.init is not None:
+                await self._broken("response init repeated in a later frame")
+                return
             stats["response_messages"] += 1
+            if not self._body_allowed:
+                if not await self._discard(body, frame.complete):
+                    return
+                continue
+            size = len(body)
+            remaining = self._remaining
+            if remaining is not None:
+                if size > remaining:
+                    await self._broken("more body bytes than its Content-Length")
+                    return
+                remaining -= size
+                self._remaining = remaining
+                if frame.complete and remaining:
+                    await self._broken(f"body ended {remaining} bytes short of its Content-Length")
+                    return
             if frame.complete:
                 self._response_done = True
                 if not self._body_done and self._sized and not self._body_refused():
                     # Finished after the request body was cut short: run() lingers
                     # (the empty final send carries no byte of the response).
                     self._linger = True
-                    await send(
-                        {"type": "http.response.body", "body": frame.body, "more_body": True}
+                    await self._send(
+                        {"type": "http.response.body", "body": body, "more_body": True}
                     )
                 else:
-                    await send(
-                        {"type": "http.response.body", "body": frame.body, "more_body": False}
+                    await self._send(
+                        {"type": "http.response.body", "body": body, "more_body": False}
                     )
                 await self._finish_call()
                 return
-            if frame.body:
-                await send({"type": "http.response.body", "body": frame.body, "more_body": True})
+            if size:
+                self._empty_run = 0
+                await self._send({"type": "http.response.body", "body": body, "more_body": True})
+            elif frame.flush:
+                self._empty_run = 0
+            else:
+                self._empty_run += 1
+                if self._empty_run > self._max_empty:
+                    await self._broken(f"{self._empty_run} empty frames in a row")
+                    return
 
-    async def _start(self, raw_init: bytes, body: memoryview, complete: bool) -> bool:
-        if self._timer is not None:
-            self._timer.cancel()
-        try:
-            init = http_pb2.ServeHTTPResponseInit.FromString(raw_init)
-        except Exception as error:  # protobuf's DecodeError
-            await self._broken(f"malformed response init: {error}")
+    async def _discard(self, body: memoryview, complete: bool) -> bool:
+        # The client already has the whole (bodiless) answer: drop what the
+        # plugin sends, within a budget, until its end.
+        self._discard_budget -= len(body)
+        if complete:
+            self._response_done = True
+            await self._finish_call()
             return False
-        status = init.status_code
-        if not valid_status(status):
-            self._stats["invalid_status"] = self._stats.get("invalid_status", 0) + 1
-            log.warning("plugin %r sent invalid status %d", self._plugin_id, status)
+        if self._discard_budget < 0:
+            self._log(logging.INFO, "body of a bodiless response dropped; call cancelled")
             self._response_done = True
             self._call.cancel()
-            await send_plain(self._send, 500, "Internal Server Error: invalid status from plugin")
             return False
-        headers: list[tuple[bytes, bytes]] = []
-        has_length = False
-        for header in init.headers:
-            name = header.key.lower().encode("latin-1")
-            if name in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
-                has_length = True
-                self._sized = self._sized or name == _CONTENT_LENGTH
-            for value in header.values:
-                headers.append((name, value))
-        if complete and not has_length:
+        return True
+
+    async def _start(self, raw_init: bytes, body: memoryview, complete: bool) -> bool:
+        self._disarm_response_timer()
+        try:
+            init = http_pb2.ServeHTTPResponseInit.FromString(raw_init)
+            head = check_response_head(init.status_code, init.headers, method=self._method)
+        except BadResponse as error:
+            self._stats["bad_response"] = self._stats.get("bad_response", 0) + 1
+            await self._refuse(error.status, error.reason)
+            return False
+        except Exception as error:  # protobuf's DecodeError
+            await self._refuse(502, f"malformed response init: {error}")
+            return False
+        headers = head.headers
+        self._body_allowed = head.body_allowed
+        if head.content_length is not None:
+            self._sized = True
+            if head.body_allowed:
+                self._remaining = head.content_length
+        elif complete and head.status not in (204, 304):
             headers.append((_CONTENT_LENGTH, str(len(body)).encode()))
             self._sized = True
         if not self._body_done or self._body_refused():
@@ -484,11 +635,25 @@ class Forward:
             # cannot carry another request.
             headers.append((b"connection", b"close"))
         self._started = True
-        await self._send(
-            {"type": "http.response.start", "status": status or 200, "headers": headers}
-        )
+        await self._send({"type": "http.response.start", "status": head.status, "headers": headers})
+        if not head.body_allowed:
+            # The answer is complete for the client now; what the plugin
+            # still sends is dropped (``_discard``).
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
         self._head_sent.set()
         return True
+
+    async def _refuse(self, status: int, reason: str) -> None:
+        self._log(logging.WARNING, f"{reason}; answered {status}")
+        self._response_done = True
+        self._call.cancel()
+        if status == 500:
+            self._stats["invalid_status"] = self._stats.get("invalid_status", 0) + 1
+            text = "Internal Server Error: invalid status from plugin"
+        else:
+            self._stats["bad_gateway"] = self._stats.get("bad_gateway", 0) + 1
+            text = "Bad Gateway"
+        await send_plain(self._send, status, text, close=not self._body_done)
 
     async def _finish_call(self) -> None:
         # The whole response is with the client. Half-close the request stream
@@ -498,7 +663,7 @@ class Forward:
         # progress is waited for, never interrupted (grpc/grpc#43360). A
         # plugin that never ends the RPC is cancelled after a grace period.
         call = self._call
-        guard = asyncio.get_running_loop().call_later(_STATUS_GRACE, call.cancel)
+        guard = self._loop.call_later(_STATUS_GRACE, call.cancel)
         try:
             await self._idle.wait()
             if self._reason is None and not call.done():
@@ -511,40 +676,51 @@ class Forward:
         finally:
             guard.cancel()
 
+    def _aborted(self, detail: str) -> UpstreamAborted:
+        self._stats["aborted"] = self._stats.get("aborted", 0) + 1
+        self._log(logging.WARNING, f"{detail}; client connection aborted")
+        return UpstreamAborted(f"plugin {self._plugin_id!r}: {detail}")
+
     async def _ended_early(self) -> None:
         reason = self._reason
         if reason == "disconnect":
             return
         if self._started:
-            raise UpstreamAborted(f"plugin {self._plugin_id!r}: {reason}")
+            if reason == "idle":
+                raise self._aborted(f"no response frame for {self._idle_timeout:g} s")
+            raise self._aborted(str(reason))
         if reason == "too_large":
+            self._log(logging.INFO, "request body over max_body_size; answered 413")
             start, body = plain_response(413, "Request Entity Too Large", close=True)
             body["more_body"] = True
             await self._send(start)
             await self._send(body)
             self._linger = True
-        elif reason == "timeout":
+        elif reason in ("timeout", "idle"):
+            waited = self._response_timeout if reason == "timeout" else self._idle_timeout
+            what = "no response head" if reason == "timeout" else "plugin stopped reading"
+            self._log(logging.WARNING, f"{what} within {waited:g} s; answered 504")
             await send_plain(self._send, 504, "Gateway Timeout", close=not self._body_done)
 
     async def _failed(self, error: grpc.aio.AioRpcError | None) -> None:
         if self._started:
-            self._stats["aborted"] = self._stats.get("aborted", 0) + 1
             detail = "stream ended without body_complete" if error is None else error.details()
-            raise UpstreamAborted(f"plugin {self._plugin_id!r} failed mid-response: {detail}")
+            raise self._aborted(f"failed mid-response: {detail}")
         if error is not None and unreachable(error):
             self._stats["unreachable"] = self._stats.get("unreachable", 0) + 1
+            self._log(logging.WARNING, f"plugin unreachable ({error.details()}); answered 503")
             await send_plain(self._send, 503, "Service Unavailable", close=not self._body_done)
             return
         self._stats["bad_gateway"] = self._stats.get("bad_gateway", 0) + 1
         detail = "stream ended before the response" if error is None else error.details()
-        log.warning("plugin %r: %s", self._plugin_id, detail)
+        self._log(logging.WARNING, f"{detail}; answered 502")
         await send_plain(self._send, 502, "Bad Gateway", close=not self._body_done)
 
     async def _broken(self, detail: str) -> None:
         self._response_done = True
         self._call.cancel()
         if self._started:
-            raise UpstreamAborted(f"plugin {self._plugin_id!r}: {detail}")
-        log.warning("plugin %r: %s", self._plugin_id, detail)
+            raise self._aborted(detail)
         self._stats["bad_gateway"] = self._stats.get("bad_gateway", 0) + 1
+        self._log(logging.WARNING, f"{detail}; answered 502")
         await send_plain(self._send, 502, "Bad Gateway", close=not self._body_done)

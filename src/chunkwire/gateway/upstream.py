@@ -20,7 +20,11 @@ _RECONNECT_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 60_000),
 ]
 
-_INIT_HEADROOM = 16 * 1024 * 1024
+# A response message carries one chunk, and the first one the response head:
+# the gateway takes no more than that, so a plugin cannot make it hold a
+# message far larger than a chunk per client.
+DEFAULT_MAX_RESPONSE_HEAD = 64 * 1024
+_FRAMING = 1024
 
 
 # HTTP/2 flow control of the responses the gateway receives: a fixed stream
@@ -35,11 +39,14 @@ def stream_window(chunk_size: int) -> int:
     return min(max(2 * chunk_size, _MIN_WINDOW), 0x7FFFFFFF)
 
 
-def channel_options(chunk_size: int) -> list[tuple[str, Any]]:
-    limit = chunk_size + _INIT_HEADROOM
+def channel_options(
+    chunk_size: int, max_response_head: int = DEFAULT_MAX_RESPONSE_HEAD
+) -> list[tuple[str, Any]]:
     return [
-        ("grpc.max_send_message_length", limit),
-        ("grpc.max_receive_message_length", limit),
+        # Request messages: one chunk, the first with the init (whose
+        # headers the gateway bounds before sending).
+        ("grpc.max_send_message_length", chunk_size + max_response_head + _FRAMING),
+        ("grpc.max_receive_message_length", chunk_size + max_response_head + _FRAMING),
         ("grpc.http2.bdp_probe", 0),
         ("grpc.http2.lookahead_bytes", stream_window(chunk_size)),
         *_RECONNECT_OPTIONS,
@@ -70,11 +77,12 @@ class Upstream:
         chunk_size: int,
         credentials: grpc.ChannelCredentials | None = None,
         mattermost: bool = False,
+        max_response_head: int = DEFAULT_MAX_RESPONSE_HEAD,
     ) -> None:
         self.plugin_id = plugin_id
         self.address = address
         self.target = grpc_target(address)
-        self._options = channel_options(chunk_size)
+        self._options = channel_options(chunk_size, max_response_head)
         # TLS on anything that leaves the machine, unless credentials say otherwise.
         if credentials is None and not is_loopback(address):
             credentials = grpc.ssl_channel_credentials()

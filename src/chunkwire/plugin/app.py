@@ -12,6 +12,8 @@ from .._wire import DEFAULT_CHUNK_SIZE
 
 DEFAULT_HIGH_WATER_MARK = 65536
 DEFAULT_FINISH_TIMEOUT = 30.0
+DEFAULT_MAX_INIT_SIZE = 1 << 20
+DEFAULT_MAX_HEADER_COUNT = 1000
 
 if TYPE_CHECKING:
     from .request import Request
@@ -72,6 +74,14 @@ class Plugin:
     ``finish_timeout`` bounds how long a call waits, after its last frame, for
     the gateway's acknowledgement that the client has the response
     (``response.finished`` then raises TimeoutError; the RPC ends OK).
+
+    What the plugin accepts from any peer that can reach its socket:
+    request body chunks of at most ``max_chunk_size`` bytes (default 1 MiB,
+    or ``chunk_size`` if larger), request inits of at most
+    ``max_init_size`` bytes (1 MiB) with at most ``max_header_count``
+    header values (1,000). gRPC refuses larger messages before they are
+    parsed; a peer past a limit gets INVALID_ARGUMENT (a chunkwire gateway
+    never gets there: it answers 431 for more than 64 KiB of headers).
     """
 
     def __init__(
@@ -82,6 +92,9 @@ class Plugin:
         mattermost_compat: bool = False,
         high_water_mark: int | None = None,
         finish_timeout: float = DEFAULT_FINISH_TIMEOUT,
+        max_chunk_size: int | None = None,
+        max_init_size: int = DEFAULT_MAX_INIT_SIZE,
+        max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -92,6 +105,18 @@ class Plugin:
             raise ValueError(f"high_water_mark must be >= 1, got {high_water_mark}")
         if not finish_timeout > 0:
             raise ValueError(f"finish_timeout must be > 0, got {finish_timeout}")
+        if max_chunk_size is None:
+            max_chunk_size = max(1 << 20, chunk_size)
+        for name, value in (
+            ("max_chunk_size", max_chunk_size),
+            ("max_init_size", max_init_size),
+            ("max_header_count", max_header_count),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.max_chunk_size = max_chunk_size
+        self.max_init_size = max_init_size
+        self.max_header_count = max_header_count
         self.high_water_mark = high_water_mark
         self.finish_timeout = finish_timeout
         self.name = name

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from multidict import CIMultiDict, MultiDict
 
 from .._core import decode_request_frame
+from .._paths import BadPath, decode_path, split_target
 from .._proto import http_pb2
 from .._wire import headers_from_proto
 from ..errors import BodyTooLarge, ClientDisconnected, ProtocolError
@@ -48,6 +49,7 @@ class RequestBody:
         "_continue",
         "_eof",
         "_gone",
+        "_max_chunk",
         "_pending",
         "_read_message",
         "_received",
@@ -61,6 +63,8 @@ class RequestBody:
         eof: object,
         content_length: int | None = None,
         on_first_read: Callable[[], Awaitable[None]] | None = None,
+        *,
+        max_chunk_size: int | None = None,
     ) -> None:
         self._pending: memoryview | None = first if first.nbytes else None
         self._complete = complete
@@ -71,6 +75,7 @@ class RequestBody:
         # Expect: 100-continue: asks the gateway for the body on the first read.
         self._continue = on_first_read if not complete and not first.nbytes else None
         self._gone = False
+        self._max_chunk = max_chunk_size
 
     @property
     def complete(self) -> bool:
@@ -121,6 +126,10 @@ class RequestBody:
                 raise ProtocolError("request init repeated in a later frame")
             self._complete = frame.complete
             body = frame.body
+            if self._max_chunk is not None and body.nbytes > self._max_chunk:
+                raise ProtocolError(
+                    f"request chunk of {body.nbytes} bytes is larger than {self._max_chunk}"
+                )
             if body.nbytes:
                 self._received += body.nbytes
                 return body
@@ -207,13 +216,19 @@ class RequestBody:
 class Request:
     """An HTTP request as the gateway forwarded it.
 
-    ``path`` is the percent-decoded path of ``url`` (what routes match);
-    ``raw_path`` keeps it encoded. ``query`` holds every value of every key in
-    order. ``headers`` is case-insensitive and multi-valued (values decoded as
-    latin-1). ``content_length`` is None when unknown.
+    ``path`` is what routes match: the path of ``request_uri`` (the target
+    relative to the plugin, as the gateway routed it), percent-decoded
+    segment by segment (``chunkwire._paths``; an ambiguous path raises
+    BadPath, answered with 400). ``raw_path`` keeps it encoded. ``url`` is
+    informative only: the gateway builds it from the client's Host header,
+    so nothing is derived from it (unless a host sends no ``request_uri``).
+    ``query`` holds every value of every key in order. ``headers`` is
+    case-insensitive and multi-valued (values decoded as latin-1).
+    ``content_length`` is None when unknown.
     """
 
     __slots__ = (
+        "_path_error",
         "body",
         "content_length",
         "context",
@@ -236,11 +251,20 @@ class Request:
         self.init = init
         self.method: str = init.method.upper() or "GET"
         self.url: str = init.url
-        split = urlsplit(init.url or init.request_uri or "/")
-        self.raw_path: str = split.path or "/"
-        self.path: str = unquote(self.raw_path)
-        self.query_string: str = split.query
-        self.query: MultiDict[str] = MultiDict(parse_qsl(split.query, keep_blank_values=True))
+        if init.request_uri:
+            raw_path, query = split_target(init.request_uri)
+        else:
+            split = urlsplit(init.url or "/")
+            raw_path, query = split.path or "/", split.query
+        self.raw_path: str = raw_path
+        self._path_error: BadPath | None = None
+        try:
+            self.path: str = decode_path(raw_path)
+        except BadPath as exc:
+            self.path = raw_path
+            self._path_error = exc
+        self.query_string: str = query
+        self.query: MultiDict[str] = MultiDict(parse_qsl(query, keep_blank_values=True))
         self.host: str = init.host
         self.remote_addr: str = init.remote_addr
         self.request_uri: str = init.request_uri

@@ -21,20 +21,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chunkwire.plugin")
 
-# Init messages carry headers, so leave room beyond one chunk.
-_HEADROOM = 16 * 1024 * 1024
-# Request chunks are sized by the sender (a gateway may use 1 MiB chunks).
-_MIN_RECEIVE_CHUNK = 16 * 1024 * 1024
+# Field tags and length prefixes around a chunk and an init.
+_FRAMING = 1024
 
 
-def server_options(chunk_size: int) -> list[tuple[str, int]]:
+def server_options(plugin: Plugin) -> list[tuple[str, int]]:
+    # The first request message may carry the init and a chunk; gRPC refuses
+    # anything larger before it is parsed.
+    receive = plugin.max_chunk_size + plugin.max_init_size + _FRAMING
     return [
-        ("grpc.max_send_message_length", chunk_size + _HEADROOM),
-        ("grpc.max_receive_message_length", max(chunk_size, _MIN_RECEIVE_CHUNK) + _HEADROOM),
+        ("grpc.max_send_message_length", plugin.chunk_size + plugin.max_init_size + _FRAMING),
+        ("grpc.max_receive_message_length", receive),
         ("grpc.so_reuseport", 0),
         # Bounded windows (no BDP-driven growth): reading is the flow control.
         ("grpc.http2.bdp_probe", 0),
-        ("grpc.http2.lookahead_bytes", flow_window(chunk_size)),
+        ("grpc.http2.lookahead_bytes", flow_window(plugin.chunk_size)),
     ]
 
 
@@ -86,7 +87,7 @@ class PluginServer:
         return self._handler.servicer.active
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=server_options(self.plugin.chunk_size))
+        server = grpc.aio.server(options=server_options(self.plugin))
         server.add_generic_rpc_handlers((self._handler,))
         if self._target.startswith("unix:"):
             path = os.path.abspath(self._target[len("unix:") :])

@@ -240,20 +240,26 @@ class ServeHTTPServicer:
             raise asyncio.CancelledError from None
         if first is grpc.aio.EOF:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty ServeHTTP stream")
+        plugin = self.plugin
         try:
             frame = decode_request_frame(first)
-            if frame.init is None:
-                raise ProtocolError("first ServeHTTP message carries no init")
-            init = http_pb2.ServeHTTPRequestInit.FromString(frame.init)
+            init = _checked_init(plugin, frame)
         except (FrameError, DecodeError, ProtocolError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad request init: {exc}")
-        plugin = self.plugin
         response = Response(io.write, plugin.chunk_size, high_water_mark=plugin.high_water_mark)
         content_length = init.content_length if init.content_length >= 0 else None
         ask = None
         if _expects_continue(init):
             ask = functools.partial(_ask_for_body, context, response)
-        body = RequestBody(frame.body, frame.complete, io.read, grpc.aio.EOF, content_length, ask)
+        body = RequestBody(
+            frame.body,
+            frame.complete,
+            io.read,
+            grpc.aio.EOF,
+            content_length,
+            ask,
+            max_chunk_size=plugin.max_chunk_size,
+        )
         request = Request(init, body)
         delivery = _Delivery(io, response, plugin.finish_timeout)
         try:
@@ -281,6 +287,9 @@ class ServeHTTPServicer:
         request: Request,
         response: Response,
     ) -> None:
+        if request._path_error is not None:
+            await _simple(response, 400, f"Bad Request: {request._path_error}\n")
+            return
         handler, params, allowed = self.plugin.match(request.method, request.path)
         if handler is None:
             if allowed:
@@ -379,6 +388,28 @@ class ServeHTTPServicer:
         else:
             log.error("handler for %s %s failed", request.method, request.path, exc_info=exc)
             await _simple(response, 500, "Internal Server Error\n")
+
+
+def _checked_init(plugin: Plugin, frame: Any) -> http_pb2.ServeHTTPRequestInit:
+    """The request init of a first frame, within the plugin's limits."""
+    if frame.init is None:
+        raise ProtocolError("first ServeHTTP message carries no init")
+    if len(frame.init) > plugin.max_init_size:
+        raise ProtocolError(
+            f"init of {len(frame.init)} bytes is larger than max_init_size {plugin.max_init_size}"
+        )
+    if frame.body.nbytes > plugin.max_chunk_size:
+        raise ProtocolError(
+            f"body chunk of {frame.body.nbytes} bytes is larger than "
+            f"max_chunk_size {plugin.max_chunk_size}"
+        )
+    init = http_pb2.ServeHTTPRequestInit.FromString(frame.init)
+    count = sum(len(header.values) for header in init.headers)
+    if count > plugin.max_header_count:
+        raise ProtocolError(
+            f"{count} header values, more than max_header_count {plugin.max_header_count}"
+        )
+    return init
 
 
 def _expects_continue(init: http_pb2.ServeHTTPRequestInit) -> bool:

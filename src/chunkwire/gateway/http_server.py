@@ -1,0 +1,132 @@
+"""uvicorn's httptools protocol with the header limits a proxy needs.
+
+The ASGI app only sees a request once its whole header block has been
+parsed, so two defences must live in the server: a bound on the header
+block while it is read (uvicorn keeps every header of a block in a list
+and has no limit of its own: a 14 MB block costs hundreds of MB), and a
+timeout for a client that sends its headers slowly (slowloris: uvicorn's
+keep-alive timer stops at the first byte of a request and nothing replaces
+it). nginx's ``large_client_header_buffers`` and ``client_header_timeout``
+are the model: 431 past the size or count, 408 past the time.
+
+The gateway checks the same limits on the scope it receives, for servers
+other than this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+DEFAULT_HEADER_TIMEOUT = 30.0
+
+
+def _plain(status: bytes, text: bytes) -> bytes:
+    return b"".join(
+        [
+            b"HTTP/1.1 ", status, b"\r\n",
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: ", str(len(text)).encode(), b"\r\n",
+            b"connection: close\r\n\r\n",
+            text,
+        ]
+    )
+
+
+def limited_http_protocol(
+    *, max_header_size: int, max_header_count: int, header_timeout: float | None
+) -> type[HttpToolsProtocol]:
+    """A protocol class for ``uvicorn.Config(http=...)`` enforcing these limits."""
+
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):
+        _header_bytes = 0
+        _header_count = 0
+        _refused = False
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if not self._refused:
+                super().data_received(data)
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._refused:
+                super().send_400_response(msg)
+
+        def _arm(self) -> None:
+            if header_timeout is not None and self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout, self._timed_out)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _timed_out(self) -> None:
+            self._header_timer = None
+            busy = self.cycle is not None and not self.cycle.response_complete
+            # A response in progress must not get another one in its middle.
+            self._refuse(None if busy else b"408 Request Timeout", "request header timeout")
+
+        def _refuse(self, status: bytes | None, text: str) -> None:
+            if self._refused:
+                return
+            self._refused = True
+            self._disarm()
+            if not self.transport.is_closing():
+                if status is not None:
+                    self.transport.write(_plain(status, text.encode()))
+                self.transport.close()
+            self.logger.info("%s:%d - %s", *(self.client or ("?", 0)), text)
+
+        def _grow(self, size: int) -> bool:
+            self._header_bytes += size
+            if self._header_count > max_header_count:
+                self._refuse(
+                    b"431 Request Header Fields Too Large",
+                    f"more than {max_header_count} request header fields",
+                )
+            elif self._header_bytes > max_header_size:
+                self._refuse(
+                    b"431 Request Header Fields Too Large",
+                    f"request header block larger than {max_header_size} bytes",
+                )
+            return not self._refused
+
+        def on_message_begin(self) -> None:
+            self._header_bytes = self._header_count = 0
+            super().on_message_begin()
+            self._arm()
+
+        def on_url(self, url: bytes) -> None:
+            if self._grow(len(url)):
+                super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._header_count += 1
+            if self._grow(len(name) + len(value) + 4):
+                super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            if not self._refused:
+                super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._refused:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._refused:
+                super().on_message_complete()
+
+    return LimitedHttpToolsProtocol

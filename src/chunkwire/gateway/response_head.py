@@ -1,0 +1,107 @@
+"""The response head a plugin sends, checked before anything reaches the client.
+
+Response framing belongs to the gateway, not to the plugin: a plugin that
+could choose the client's framing could append bytes after a bodiless
+status and have them read as the next response on a keep-alive connection
+(one plugin forging another's answers). So:
+
+- hop-by-hop and framing headers are dropped (Connection, Keep-Alive,
+  Transfer-Encoding, Upgrade, Proxy-*, TE, Trailer);
+- at most one Content-Length, a non-negative decimal integer (repeats of
+  the same value collapse); Content-Length next to Transfer-Encoding, two
+  different values, or a malformed one is a bad response (502);
+- the final status must be 200..599: 0 means 200; 100..199 (101 included)
+  and 600..999 are a bad response (502); outside 100..999 is an invalid
+  status (500, as it always was);
+- header names must be RFC 9110 tokens, values free of control characters
+  other than HTAB (CR, LF and NUL included) -- what an HTTP/1.1 server can
+  put on the wire;
+- 204, 304 and answers to HEAD carry no body, whatever the plugin sends
+  (``body_allowed`` False); 204 also loses its Content-Length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .._proto import http_pb2
+from .._wire import valid_status
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"}
+)
+_CONTENT_LENGTH = b"content-length"
+
+
+class BadResponse(Exception):
+    """The plugin's response cannot be relayed; ``status`` is what the client gets."""
+
+    def __init__(self, reason: str, status: int = 502) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+    body_allowed: bool
+
+
+def _content_length(values: list[bytes]) -> int:
+    distinct = {value.strip() for value in values}
+    if len(distinct) > 1:
+        raise BadResponse("two different Content-Length values")
+    (value,) = distinct
+    if not value.isdigit():
+        raise BadResponse(f"malformed Content-Length {value[:40]!r}")
+    return int(value)
+
+
+def check_response_head(
+    status: int, headers: Iterable[http_pb2.HTTPHeader], *, method: str
+) -> ResponseHead:
+    """The status and headers the client may get, or BadResponse."""
+    if not valid_status(status):
+        raise BadResponse(f"invalid status {status}", 500)
+    status = status or 200
+    if status < 200:
+        raise BadResponse(f"status {status} is not a final status")
+    if status > 599:
+        raise BadResponse(f"status {status} cannot be sent over HTTP/1.1")
+    out: list[tuple[bytes, bytes]] = []
+    lengths: list[bytes] = []
+    transfer_encoding = False
+    for header in headers:
+        key = header.key
+        if not _TOKEN.fullmatch(key):
+            raise BadResponse(f"invalid header name {key[:40]!r}")
+        lower = key.lower()
+        for value in header.values:
+            if _BAD_VALUE.search(value):
+                raise BadResponse(f"invalid value in header {key!r}")
+        if lower == "content-length":
+            lengths.extend(header.values)
+            continue
+        if lower == "transfer-encoding":
+            transfer_encoding = True
+            continue
+        if lower in _HOP_BY_HOP or lower.startswith("proxy-"):
+            continue
+        name = lower.encode("ascii")
+        out.extend((name, value) for value in header.values)
+    content_length = None
+    if lengths:
+        if transfer_encoding:
+            raise BadResponse("both Content-Length and Transfer-Encoding")
+        content_length = _content_length(lengths)
+        if status != 204:
+            out.append((_CONTENT_LENGTH, str(content_length).encode()))
+    body_allowed = status not in (204, 304) and method != "HEAD"
+    return ResponseHead(status, out, content_length, body_allowed)
