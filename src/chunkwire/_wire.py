@@ -17,6 +17,8 @@ from ._proto import http_pb2
 
 SERVE_HTTP_METHOD = "/chunkwire.v1.HTTPPlugin/ServeHTTP"
 MATTERMOST_SERVE_HTTP_METHOD = "/mattermost.pluginapi.v1.PluginHooks/ServeHTTP"
+PLUGIN_SERVICE = "chunkwire.v1.Plugin"
+DESCRIBE_METHOD = f"/{PLUGIN_SERVICE}/Describe"
 
 DEFAULT_CHUNK_SIZE = 65536
 

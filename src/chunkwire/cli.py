@@ -158,8 +158,12 @@ def _cmd_plugin(ns: argparse.Namespace) -> int:
     tune_malloc()
     logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     plugin = load_plugin(ns.spec)
-    with contextlib.suppress(KeyboardInterrupt):
-        plugin.run(ns.listen)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            plugin.run(ns.listen)
+    except OSError as error:
+        print(f"chunkwire: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

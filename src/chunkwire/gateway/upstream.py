@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import logging
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from .._wire import MATTERMOST_SERVE_HTTP_METHOD, SERVE_HTTP_METHOD, grpc_target
+from .._proto import plugin_pb2
+from .._wire import (
+    DESCRIBE_METHOD,
+    MATTERMOST_SERVE_HTTP_METHOD,
+    SERVE_HTTP_METHOD,
+    grpc_target,
+)
+
+log = logging.getLogger("chunkwire.gateway")
+_DESCRIBE_TIMEOUT = 5.0
 
 # Reconnect quickly after a plugin restarts: gRPC's default backoff grows to
 # two minutes, during which every request would get 503.
@@ -67,7 +79,14 @@ def is_loopback(address: str) -> bool:
 
 
 class Upstream:
-    """The channel to one plugin; gRPC reconnects it by itself when the plugin restarts."""
+    """The channel to one plugin; gRPC reconnects it by itself when the plugin restarts.
+
+    Each time the channel (re)connects, the plugin is asked to ``Describe``
+    itself and the answer is logged: its name and chunkwire version at INFO,
+    a different identity than before at the same address, or a peer that
+    does not describe itself, at WARNING (a process squatting a plugin's
+    socket shows up there).
+    """
 
     def __init__(
         self,
@@ -89,26 +108,81 @@ class Upstream:
         self._credentials = credentials
         self.mattermost = mattermost
         self._method = MATTERMOST_SERVE_HTTP_METHOD if mattermost else SERVE_HTTP_METHOD
+        self.chunk_size = chunk_size
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.info: plugin_pb2.PluginInfo | None = None
 
     @property
     def channel(self) -> grpc.aio.Channel | None:
         return self._channel
 
-    def open_call(self) -> grpc.aio.StreamStreamCall:
-        """Start one ServeHTTP stream (raw bytes both ways)."""
-        if self._stub is None:
+    def _ensure_channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
             if self._credentials is None:
-                self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+                channel = grpc.aio.insecure_channel(self.target, options=self._options)
             else:
-                self._channel = grpc.aio.secure_channel(
+                channel = grpc.aio.secure_channel(
                     self.target, self._credentials, options=self._options
                 )
-            self._stub = self._channel.stream_stream(
+            self._channel = channel
+            self._stub = channel.stream_stream(
                 self._method, request_serializer=None, response_deserializer=None
             )
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(channel))
+        return self._channel
+
+    def open_call(self) -> grpc.aio.StreamStreamCall:
+        """Start one ServeHTTP stream (raw bytes both ways)."""
+        self._ensure_channel()
         return self._stub()
+
+    async def describe(self) -> plugin_pb2.PluginInfo:
+        """Ask the plugin who it is (``chunkwire.v1.Plugin/Describe``)."""
+        method = self._ensure_channel().unary_unary(
+            DESCRIBE_METHOD,
+            request_serializer=None,
+            response_deserializer=plugin_pb2.PluginInfo.FromString,
+        )
+        return await method(b"", timeout=_DESCRIBE_TIMEOUT)
+
+    async def _watch(self, channel: grpc.aio.Channel) -> None:
+        try:
+            state = channel.get_state(try_to_connect=True)
+            while True:
+                if state == grpc.ChannelConnectivity.READY:
+                    await self._introduce()
+                await channel.wait_for_state_change(state)
+                state = channel.get_state()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the channel was closed under it
+            log.debug("plugin %r: connection watch ended: %r", self.plugin_id, error)
+
+    async def _introduce(self) -> None:
+        where = f"plugin {self.plugin_id!r} at {self.address}"
+        try:
+            info = await self.describe()
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                log.debug("%s: Describe failed: %s", where, error.details())
+            elif self.mattermost:
+                log.info("%s: a Mattermost-method plugin (no Describe)", where)
+            else:
+                log.warning("%s: the peer does not describe itself (no chunkwire plugin?)", where)
+            return
+        previous, self.info = self.info, info
+        text = f"{where} is {info.name!r} (chunkwire {info.version}, {', '.join(info.transports)})"
+        if previous is not None and (previous.name, previous.version) != (info.name, info.version):
+            log.warning("%s; it was %r (chunkwire %s)", text, previous.name, previous.version)
+        else:
+            log.info("%s", text)
+        if info.max_chunk_size and self.chunk_size > info.max_chunk_size:
+            log.warning(
+                "%s accepts chunks of at most %d bytes; the gateway sends %d",
+                where, info.max_chunk_size, self.chunk_size,
+            )
 
     def active_calls(self) -> int:
         if self._channel is None:
@@ -118,5 +192,10 @@ class Upstream:
 
     async def close(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         if channel is not None:
             await channel.close()

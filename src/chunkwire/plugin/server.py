@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from .._wire import flow_window, grpc_target
+from .plugin_service import PluginServiceHandler
 from .servicer import ServeHTTPGenericHandler
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def _prepare_unix_path(path: str) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise FileExistsError(f"{path} exists and is not a socket")
     if _socket_in_use(path):
-        raise OSError(f"{path} is in use by another server")
+        raise OSError(f"unix:{path} is in use: another process is listening on it")
     os.unlink(path)  # stale socket from a process that did not clean up
 
 
@@ -79,6 +80,7 @@ class PluginServer:
         self._server: grpc.aio.Server | None = None
         self._socket_ino: tuple[int, int] | None = None
         self._handler = ServeHTTPGenericHandler(plugin)
+        self.service = PluginServiceHandler(plugin)
         self._stopped = False
 
     @property
@@ -88,7 +90,7 @@ class PluginServer:
 
     async def start(self) -> None:
         server = grpc.aio.server(options=server_options(self.plugin))
-        server.add_generic_rpc_handlers((self._handler,))
+        server.add_generic_rpc_handlers((self._handler, self.service))
         if self._target.startswith("unix:"):
             path = os.path.abspath(self._target[len("unix:") :])
             _prepare_unix_path(path)
@@ -104,9 +106,12 @@ class PluginServer:
             self.unix_path = path
             self.address = f"unix:{path}"
         else:
-            port = server.add_insecure_port(self._target)
+            try:
+                port = server.add_insecure_port(self._target)
+            except RuntimeError:
+                port = 0
             if not port:
-                raise OSError(f"could not listen on {self.listen}")
+                raise OSError(f"{self.listen} is in use or cannot be bound")
             host = self._target.rpartition(":")[0]
             self.port = port
             self.address = f"{host}:{port}"
