@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    paths = [str(ROOT / "src"), str(HERE)]
+    paths = [str(ROOT / "src"), str(HERE), str(HERE.parent)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -65,12 +65,14 @@ def _connectable_tcp(port: int) -> bool:
 class Proc:
     """A chunkwire CLI process; stderr goes to a file (a pipe nobody reads could fill up)."""
 
-    def __init__(self, args: list[str], ready, name: str, *, stdout=subprocess.DEVNULL) -> None:
+    def __init__(
+        self, args: list[str], ready, name: str, *, stdout=subprocess.DEVNULL, script: bool = False
+    ) -> None:
         self.args = args
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix="chunkwire-e2e-", suffix=".log")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chunkwire", *args],
+            [sys.executable, *(args if script else ["-m", "chunkwire", *args])],
             env=_env(),
             stdout=stdout,
             stderr=self.log,
@@ -190,3 +192,13 @@ def curl() -> str:
     if path is None:
         pytest.fail("the end-to-end tests need curl (apt-get install curl)")
     return path
+
+
+def start_script(script: str, listen_path: Path, *args: str) -> Proc:
+    """A test script in this directory (``rogue_plugin.py``...) listening on a unix socket."""
+    return Proc(
+        [str(HERE / script), f"unix:{listen_path}", *args],
+        lambda _: listen_path.exists() and _connectable_unix(str(listen_path)),
+        script,
+        script=True,
+    )

@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 
+from bodies import stamped_blocks
+
 from chunkwire import Plugin
 from chunkwire.errors import ClientDisconnected
 from chunkwire.plugin import Request, Response
 
-BLOCK = bytes(range(256)) * 4096  # 1 MiB, the download pattern
+BLOCK = bytes(range(256)) * 4096  # 1 MiB of filler for endless transfers
 
 plugin = Plugin("e2e")
 mm_plugin = Plugin("e2e-mm", mattermost_compat=True)
@@ -26,13 +28,8 @@ late_header_errors: list[str] = []
 
 
 def pattern(size: int):
-    """The bytes ``/download?size=`` sends, as a generator of views (for the test's hash)."""
-    view = memoryview(BLOCK)
-    while size >= len(view):
-        yield view
-        size -= len(view)
-    if size:
-        yield view[:size]
+    """The bytes ``/download?size=`` sends (not periodic: a reordered chunk changes the hash)."""
+    return stamped_blocks(size)
 
 
 def _memory() -> dict[str, int]:

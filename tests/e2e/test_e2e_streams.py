@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from bodies import stamped_blocks
 from conftest import Proc, start_gateway, start_plugin
 
 MIB = 1 << 20
@@ -206,12 +207,9 @@ def test_echo_1gib_through_pipe_from(streams):
 
     def sender() -> None:
         try:
-            left = size
-            while left > 0:
-                piece = BLOCK if left >= len(BLOCK) else BLOCK[:left]
+            for piece in stamped_blocks(size):
                 sent_digest.update(piece)
                 sock.sendall(piece)
-                left -= len(piece)
         except BaseException as exc:  # reported by the main thread
             failure.append(exc)
 

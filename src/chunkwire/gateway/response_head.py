@@ -17,7 +17,8 @@ status and have them read as the next response on a keep-alive connection
   other than HTAB (CR, LF and NUL included) -- what an HTTP/1.1 server can
   put on the wire;
 - 204, 304 and answers to HEAD carry no body, whatever the plugin sends
-  (``body_allowed`` False); 204 also loses its Content-Length.
+  (``body_allowed`` False); 204 and 304 also lose their Content-Length
+  (an HTTP/1.1 server would expect that many body bytes after them).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def check_response_head(
         if transfer_encoding:
             raise BadResponse("both Content-Length and Transfer-Encoding")
         content_length = _content_length(lengths)
-        if status != 204:
+        if status not in (204, 304):
             out.append((_CONTENT_LENGTH, str(content_length).encode()))
     body_allowed = status not in (204, 304) and method != "HEAD"
     return ResponseHead(status, out, content_length, body_allowed)
