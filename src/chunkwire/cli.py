@@ -193,6 +193,7 @@ def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
 
 def _cmd_gateway(ns: argparse.Namespace) -> int:
     tune_malloc()
+    logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     plugins = _parse_plugins(ns.plugin)
     if not plugins:
         raise SystemExit("chunkwire: gateway needs at least one --plugin ID=ADDRESS")

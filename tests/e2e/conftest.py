@@ -128,10 +128,14 @@ def start_gateway(plugins: dict[str, str], *extra: str) -> tuple[Proc, str]:
     for plugin_id, address in plugins.items():
         args += ["--plugin", f"{plugin_id}={address}"]
     args += list(extra)
+    return _started_with_url(args)
+
+
+def _started_with_url(args: list[str], *, script: bool = False) -> tuple[Proc, str]:
     found: list[str] = []
 
     def ready(proc: Proc) -> bool:
-        # The gateway prints "chunkwire gateway listening on URL" once it is bound.
+        # The server prints "... listening on URL" once it is bound.
         while select.select([proc.proc.stdout], [], [], 0)[0]:
             line = proc.proc.stdout.readline()
             if not line:
@@ -141,8 +145,13 @@ def start_gateway(plugins: dict[str, str], *extra: str) -> tuple[Proc, str]:
                 return True
         return False
 
-    proc = Proc(args, ready, "gateway", stdout=subprocess.PIPE)
+    proc = Proc(args, ready, args[0], stdout=subprocess.PIPE, script=script)
     return proc, found[0]
+
+
+def start_url_script(script: str, *args: str) -> tuple[Proc, str]:
+    """A test script in this directory that serves HTTP and prints "listening on URL"."""
+    return _started_with_url([str(HERE / script), *args], script=True)
 
 
 class Stack:

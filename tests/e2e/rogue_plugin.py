@@ -24,6 +24,8 @@ from chunkwire._wire import SERVE_HTTP_METHOD
 FORGED = (
     b"HTTP/1.1 200 OK\r\nSet-Cookie: stolen=1\r\nContent-Length: 6\r\n\r\nforged"
 )
+# Made once: a rogue answering many clients at once must not be slowed by it.
+OVERSIZED = os.urandom(16 << 20)
 
 
 def head(status: int, headers: list[tuple[str, bytes]] = ()) -> bytes:
@@ -77,11 +79,9 @@ async def serve_http(request_iterator, context) -> None:
         while True:
             await context.write(body())
     elif path == "/oversized":
-        size = int(q.get("size", str(16 << 20)))
         await context.write(head(200) + body(b"start", flush=True))
-        chunk = os.urandom(size)
         while True:
-            await context.write(body(chunk))
+            await context.write(body(OVERSIZED))
     else:
         await context.write(head(404) + body(b"no such misbehaviour\n", complete=True))
 

@@ -35,20 +35,22 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PluginInfo(_message.Message):
-    __slots__ = ("name", "version", "transports", "max_chunk_size", "max_init_size", "max_header_count")
+    __slots__ = ("name", "version", "transports", "max_chunk_size", "max_init_size", "max_header_count", "chunk_size")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TRANSPORTS_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_INIT_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_HEADER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     transports: _containers.RepeatedScalarFieldContainer[str]
     max_chunk_size: int
     max_init_size: int
     max_header_count: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., transports: _Optional[_Iterable[str]] = ..., max_chunk_size: _Optional[int] = ..., max_init_size: _Optional[int] = ..., max_header_count: _Optional[int] = ...) -> None: ...
+    chunk_size: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., transports: _Optional[_Iterable[str]] = ..., max_chunk_size: _Optional[int] = ..., max_init_size: _Optional[int] = ..., max_header_count: _Optional[int] = ..., chunk_size: _Optional[int] = ...) -> None: ...
 
 class MuxFrame(_message.Message):
     __slots__ = ("stream_id", "kind", "value", "payload")

@@ -21,6 +21,11 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_HEADER_TIMEOUT = 30.0
+# After a refusal, what the client still sends is read and dropped for a
+# while (a lingering close, as nginx does), so that the kernel does not
+# answer it with a reset that can destroy the refusal before it is read.
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 1 << 20
 
 
 def _plain(status: bytes, text: bytes) -> bytes:
@@ -54,9 +59,15 @@ def limited_http_protocol(
             self._disarm()
             super().connection_lost(exc)
 
+        _linger_budget = _LINGER_BYTES
+
         def data_received(self, data: bytes) -> None:
             if not self._refused:
                 super().data_received(data)
+                return
+            self._linger_budget -= len(data)
+            if self._linger_budget < 0 and not self.transport.is_closing():
+                self.transport.close()
 
         def send_400_response(self, msg: str) -> None:
             if not self._refused:
@@ -82,10 +93,15 @@ def limited_http_protocol(
                 return
             self._refused = True
             self._disarm()
-            if not self.transport.is_closing():
-                if status is not None:
-                    self.transport.write(_plain(status, text.encode()))
-                self.transport.close()
+            transport = self.transport
+            if not transport.is_closing():
+                if status is None:
+                    transport.close()
+                else:
+                    transport.write(_plain(status, text.encode()))
+                    if transport.can_write_eof():
+                        transport.write_eof()
+                    self.loop.call_later(_LINGER_SECONDS, transport.close)
             self.logger.info("%s:%d - %s", *(self.client or ("?", 0)), text)
 
         def _grow(self, size: int) -> bool:

@@ -180,8 +180,13 @@ class Upstream:
             log.info("%s", text)
         if info.max_chunk_size and self.chunk_size > info.max_chunk_size:
             log.warning(
-                "%s accepts chunks of at most %d bytes; the gateway sends %d",
+                "%s accepts chunks of at most %d bytes; the gateway sends %d: requests will fail",
                 where, info.max_chunk_size, self.chunk_size,
+            )
+        if info.chunk_size > self.chunk_size:
+            log.warning(
+                "%s sends chunks of %d bytes; the gateway takes %d: responses will fail",
+                where, info.chunk_size, self.chunk_size,
             )
 
     def active_calls(self) -> int:

@@ -107,13 +107,13 @@ class Plugin:
             raise ValueError(f"finish_timeout must be > 0, got {finish_timeout}")
         if max_chunk_size is None:
             max_chunk_size = max(1 << 20, chunk_size)
-        for name, value in (
+        for option, value in (
             ("max_chunk_size", max_chunk_size),
             ("max_init_size", max_init_size),
             ("max_header_count", max_header_count),
         ):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ValueError(f"{option} must be >= 1, got {value}")
         self.max_chunk_size = max_chunk_size
         self.max_init_size = max_init_size
         self.max_header_count = max_header_count

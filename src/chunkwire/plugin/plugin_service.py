@@ -29,6 +29,7 @@ def plugin_info(plugin: Plugin, transports: list[str]) -> plugin_pb2.PluginInfo:
         max_chunk_size=plugin.max_chunk_size,
         max_init_size=plugin.max_init_size,
         max_header_count=plugin.max_header_count,
+        chunk_size=plugin.chunk_size,
     )
 
 
