@@ -15,6 +15,7 @@ import grpc
 
 from .._wire import flow_window, grpc_target
 from .servicer import ServeHTTPGenericHandler
+from .websocket_servicer import ServeWebSocketGenericHandler
 
 if TYPE_CHECKING:
     from .app import Plugin
@@ -87,7 +88,7 @@ class PluginServer:
 
     async def start(self) -> None:
         server = grpc.aio.server(options=server_options(self.plugin.chunk_size))
-        server.add_generic_rpc_handlers((self._handler,))
+        server.add_generic_rpc_handlers((self._handler, ServeWebSocketGenericHandler(self.plugin)))
         if self._target.startswith("unix:"):
             path = os.path.abspath(self._target[len("unix:") :])
             _prepare_unix_path(path)
