@@ -29,6 +29,17 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
+def positive_size(text: str) -> int:
+    """``parse_size`` for limits that must be at least one byte."""
+    try:
+        size = parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return size
+
+
 def tune_malloc() -> None:
     """Keep glibc from trimming and re-growing the heap for every body chunk.
 
@@ -139,6 +150,7 @@ def _uvicorn_server(
         lifespan="on",
         timeout_graceful_shutdown=grace + 5,
         access_log=log_level in ("info", "debug"),
+        **app.uvicorn_options(),
     )
     return Server(config)
 
@@ -172,6 +184,8 @@ def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
         response_timeout=ns.response_timeout if ns.response_timeout > 0 else None,
         mattermost=ns.mattermost,
         stats_path=ns.stats_path,
+        max_message_size=ns.max_message_size,
+        ws_ping_interval=ns.ws_ping_interval if ns.ws_ping_interval > 0 else None,
     )
 
 
@@ -266,6 +280,14 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
     )
     parser.add_argument(
         "--stats-path", default=None, help="serve gateway stats as JSON at this path"
+    )
+    parser.add_argument(
+        "--max-message-size", type=positive_size, default=1 << 20,
+        help="WebSocket messages larger than this close the session with 1009 (default 1m)",
+    )
+    parser.add_argument(
+        "--ws-ping-interval", type=float, default=20.0, metavar="S",
+        help="WebSocket keep-alive ping every S seconds (0: off)",
     )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
 

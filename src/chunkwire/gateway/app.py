@@ -16,10 +16,12 @@ import grpc
 
 from .._core import DEFAULT_CHUNK_SIZE
 from .._proto import http_pb2
+from .._websocket import DEFAULT_MAX_MESSAGE_SIZE
 from .._wire import headers_to_proto
 from .forward import Forward, send_plain, send_plain_early
 from .types import Receive, Scope, Send
 from .upstream import Upstream
+from .websocket import serve_websocket
 
 log = logging.getLogger("chunkwire.gateway")
 
@@ -118,6 +120,17 @@ class Gateway:
       handler ran 4-5 MiB ahead of it, 4.2 MB of that in the gateway
       socket's send queue).
 
+    WebSocket handshakes on the same paths go to the plugin's
+    ``@plugin.websocket`` routes, with the same authentication, identity
+    headers and PluginContext. ``max_message_size`` bounds every message,
+    both ways (larger ones close the session with 1009);
+    ``ws_ping_interval`` (seconds, None: off) is the keep-alive ping toward
+    clients. Both belong to the ASGI server's WebSocket layer too: ASGI has
+    no ping message, and only the server can refuse an oversized frame
+    before buffering it whole. :meth:`uvicorn_options` gives them to
+    uvicorn (the CLI does); the gateway checks the limit again on every
+    message it receives, so a server with a larger limit is still safe.
+
     ``Expect: 100-continue`` is honoured per plugin decision: "100 Continue"
     goes out only once the plugin asks for the body; a plugin answering
     first gets its answer to the client, which never sends the body.
@@ -135,9 +148,17 @@ class Gateway:
         tls: grpc.ChannelCredentials | None = None,
         mattermost: Iterable[str] = (),
         stats_path: str | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        ws_ping_interval: float | None = 20.0,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if max_message_size < 1:
+            raise ValueError(f"max_message_size must be >= 1, got {max_message_size}")
+        if ws_ping_interval is not None and ws_ping_interval <= 0:
+            raise ValueError(f"ws_ping_interval must be > 0 or None, got {ws_ping_interval}")
+        self.max_message_size = max_message_size
+        self.ws_ping_interval = ws_ping_interval
         mattermost_ids = set(mattermost)
         self.chunk_size = chunk_size
         self.max_body_size = max_body_size
@@ -163,6 +184,14 @@ class Gateway:
             "response_messages": 0,
         }
 
+    def uvicorn_options(self) -> dict[str, Any]:
+        """The WebSocket settings of uvicorn that match this gateway's."""
+        return {
+            "ws_max_size": self.max_message_size,
+            "ws_ping_interval": self.ws_ping_interval,
+            "ws_ping_timeout": self.ws_ping_interval,
+        }
+
     # -- ASGI -----------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -172,9 +201,7 @@ class Gateway:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            # Not bridged yet: closing before accept makes the server answer 403.
-            await receive()
-            await send({"type": "websocket.close", "code": 1008})
+            await serve_websocket(self, scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

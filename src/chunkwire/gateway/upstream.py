@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from .._websocket import SERVE_WEBSOCKET_METHOD
 from .._wire import MATTERMOST_SERVE_HTTP_METHOD, SERVE_HTTP_METHOD, grpc_target
 
 # Reconnect quickly after a plugin restarts: gRPC's default backoff grows to
@@ -83,6 +84,7 @@ class Upstream:
         self._method = MATTERMOST_SERVE_HTTP_METHOD if mattermost else SERVE_HTTP_METHOD
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
+        self._ws_stub: Any = None
 
     @property
     def channel(self) -> grpc.aio.Channel | None:
@@ -91,16 +93,28 @@ class Upstream:
     def open_call(self) -> grpc.aio.StreamStreamCall:
         """Start one ServeHTTP stream (raw bytes both ways)."""
         if self._stub is None:
+            self._stub = self._open_channel().stream_stream(
+                self._method, request_serializer=None, response_deserializer=None
+            )
+        return self._stub()
+
+    def open_websocket(self) -> grpc.aio.StreamStreamCall:
+        """Start one ServeWebSocket stream (raw bytes both ways)."""
+        if self._ws_stub is None:
+            self._ws_stub = self._open_channel().stream_stream(
+                SERVE_WEBSOCKET_METHOD, request_serializer=None, response_deserializer=None
+            )
+        return self._ws_stub()
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
             if self._credentials is None:
                 self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
             else:
                 self._channel = grpc.aio.secure_channel(
                     self.target, self._credentials, options=self._options
                 )
-            self._stub = self._channel.stream_stream(
-                self._method, request_serializer=None, response_deserializer=None
-            )
-        return self._stub()
+        return self._channel
 
     def active_calls(self) -> int:
         if self._channel is None:
@@ -110,5 +124,6 @@ class Upstream:
 
     async def close(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None
+        self._ws_stub = None
         if channel is not None:
             await channel.close()
