@@ -211,6 +211,9 @@ def _demo_usage(base: str) -> str:
     return f"""
 chunkwire demo: plugin 'demo' behind the gateway at {base}/plugins/demo/
 
+Open {base}/plugins/demo/ in a browser: a page driving the three WebSocket
+streaming modes (ws/stream/bidirectional, ws/stream/server, ws/stream/client).
+
 Try:
   curl -sS {base}/plugins/demo/
   # echo upload: the body streams back as it arrives
