@@ -15,7 +15,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 OUT = ROOT / "src" / "chunkwire" / "_proto"
-PROTOS = ["chunkwire/v1/http.proto", "chunkwire/v1/plugin.proto"]
+PROTOS = [
+    "chunkwire/v1/http.proto",
+    "chunkwire/v1/plugin.proto",
+    "chunkwire/v1/websocket.proto",
+]
 
 
 def generate(dest: Path) -> dict[str, str]:

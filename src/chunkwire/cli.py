@@ -29,6 +29,17 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
+def positive_size(text: str) -> int:
+    """``parse_size`` for limits that must be at least one byte."""
+    try:
+        size = parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return size
+
+
 def tune_malloc() -> None:
     """Keep glibc from trimming and re-growing the heap for every body chunk.
 
@@ -147,6 +158,7 @@ def _uvicorn_server(
         lifespan="on",
         timeout_graceful_shutdown=grace + 5,
         access_log=log_level in ("info", "debug"),
+        **app.uvicorn_options(),
     )
     return Server(config)
 
@@ -188,6 +200,8 @@ def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
         max_header_size=ns.max_header_size,
         max_header_count=ns.max_header_count,
         max_empty_frames=ns.max_empty_frames,
+        max_message_size=ns.max_message_size,
+        ws_ping_interval=ns.ws_ping_interval if ns.ws_ping_interval > 0 else None,
     )
 
 
@@ -214,6 +228,9 @@ def _cmd_gateway(ns: argparse.Namespace) -> int:
 def _demo_usage(base: str) -> str:
     return f"""
 chunkwire demo: plugin 'demo' behind the gateway at {base}/plugins/demo/
+
+Open {base}/plugins/demo/ in a browser: a page driving the three WebSocket
+streaming modes (ws/stream/bidirectional, ws/stream/server, ws/stream/client).
 
 Try:
   curl -sS {base}/plugins/demo/
@@ -307,6 +324,14 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
     )
     parser.add_argument(
         "--stats-path", default=None, help="serve gateway stats as JSON at this path"
+    )
+    parser.add_argument(
+        "--max-message-size", type=positive_size, default=1 << 20,
+        help="WebSocket messages larger than this close the session with 1009 (default 1m)",
+    )
+    parser.add_argument(
+        "--ws-ping-interval", type=float, default=20.0, metavar="S",
+        help="WebSocket keep-alive ping every S seconds (0: off)",
     )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
 

@@ -2,11 +2,15 @@
 
 Routes (behind the gateway at ``/plugins/demo``):
 
+- ``GET /``: this text, or for browsers a page driving the WebSocket modes;
 - ``POST /echo``: streams the request body back as it arrives (``pipe_from``);
 - ``POST /upload``: counts the body and returns its size and sha256;
 - ``GET /ticks?n=5&interval=0.5``: one line per tick, each flushed at once;
 - ``GET /download?size=BYTES``: a large streamed body (default 100 MiB);
-- ``GET /headers``: the request as the plugin sees it, as JSON.
+- ``GET /headers``: the request as the plugin sees it, as JSON;
+- WebSocket ``/ws/stream/bidirectional``, ``/ws/stream/server?interval=1``
+  and ``/ws/stream/client``: the three streaming modes (JSON messages with
+  ``stream_id``, ``sequence_number``, ``timestamp``, ``message``).
 """
 
 from __future__ import annotations
@@ -14,18 +18,49 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from importlib import resources
 
+from . import demo_streams
 from .plugin import Plugin, Request, Response
 
 plugin = Plugin("demo")
+demo_streams.register(plugin)
+
+_PAGE_TYPES = {
+    "index.html": "text/html; charset=utf-8",
+    "demo.js": "text/javascript; charset=utf-8",
+    "demo.css": "text/css; charset=utf-8",
+}
 
 _BLOCK = bytes(range(256)) * 256  # 64 KiB
 
 
 @plugin.route("/")
 async def index(request: Request, response: Response) -> None:
+    if "text/html" in request.headers.get("Accept", ""):
+        await _page_file(response, "index.html")
+        return
     response.headers["Content-Type"] = "text/plain; charset=utf-8"
     await response.write(__doc__.encode())
+
+
+@plugin.route("/demo.js")
+async def page_script(request: Request, response: Response) -> None:
+    await _page_file(response, "demo.js")
+
+
+@plugin.route("/demo.css")
+async def page_style(request: Request, response: Response) -> None:
+    await _page_file(response, "demo.css")
+
+
+async def _page_file(response: Response, name: str) -> None:
+    """A file of the page shipped in the package (demo_page/)."""
+    body = resources.files("chunkwire").joinpath("demo_page", name).read_bytes()
+    response.headers["Content-Type"] = _PAGE_TYPES[name]
+    response.headers["Content-Length"] = str(len(body))
+    response.headers["Cache-Control"] = "no-cache"
+    await response.write(body)
 
 
 @plugin.route("/echo", methods=["POST", "PUT"])

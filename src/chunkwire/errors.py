@@ -74,6 +74,20 @@ class PluginCallError(ChunkwireError):
         super().__init__(message)
 
 
+class WebSocketClosed(ChunkwireError, ConnectionError):
+    """The WebSocket session is over: ``code`` and ``reason`` say how it ended.
+
+    Raised by ``receive()`` once the client closed (or the session was closed
+    from this side) and by ``send()`` on a closed session. 1006 means the
+    connection was lost without a close.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"WebSocket closed with code {code}" + (f": {reason}" if reason else ""))
+
+
 __all__ = [
     "BodyTooLarge",
     "ChunkwireError",
@@ -86,4 +100,5 @@ __all__ = [
     "PluginCallError",
     "ProtocolError",
     "ResponseAborted",
+    "WebSocketClosed",
 ]

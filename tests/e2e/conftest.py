@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import shutil
 import signal
@@ -211,3 +212,26 @@ def start_script(script: str, listen_path: Path, *args: str) -> Proc:
         script,
         script=True,
     )
+
+
+def start_demo(*extra: str) -> tuple[Proc, str]:
+    """``chunkwire demo --port 0``; returns the process and the gateway's URL."""
+    seen = bytearray()
+    found: list[str] = []
+
+    def ready(proc: Proc) -> bool:
+        # The demo prints its usage, with "behind the gateway at URL/plugins/demo/",
+        # in one write once bound: read the pipe's raw bytes, not lines.
+        fd = proc.proc.stdout.fileno()
+        while select.select([fd], [], [], 0)[0]:
+            data = os.read(fd, 65536)
+            if not data:
+                return False
+            seen.extend(data)
+        match = re.search(rb"behind the gateway at (http://\S+)/plugins/demo/", seen)
+        if match:
+            found.append(match.group(1).decode())
+        return bool(found)
+
+    proc = Proc(["demo", "--port", "0", *extra], ready, "demo", stdout=subprocess.PIPE)
+    return proc, found[0]

@@ -243,7 +243,8 @@ def test_early_response_stops_sending_the_body():
     run(with_fake(test))
 
 
-def test_websocket_is_refused():
+@pytest.mark.parametrize("extension", [True, False], ids=["http-response", "close"])
+def test_websocket_to_unreachable_plugin_is_refused(extension):
     async def main():
         gateway = Gateway({"fake": "127.0.0.1:1"})
         sent = []
@@ -254,8 +255,20 @@ def test_websocket_is_refused():
         async def send(message):
             sent.append(message)
 
-        await gateway({"type": "websocket", "path": "/plugins/fake/ws"}, receive, send)
-        assert sent[0]["type"] == "websocket.close"
+        scope = {
+            "type": "websocket",
+            "path": "/plugins/fake/ws",
+            "headers": [(b"host", b"t")],
+            "subprotocols": [],
+            "extensions": {"websocket.http.response": {}} if extension else {},
+        }
+        await gateway(scope, receive, send)
+        if extension:
+            assert sent[0]["type"] == "websocket.http.response.start"
+            assert sent[0]["status"] == 503
+        else:
+            # closing before accept: the server answers the handshake with 403
+            assert sent == [{"type": "websocket.close", "code": 1008}]
 
     run(main())
 

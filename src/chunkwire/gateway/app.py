@@ -17,6 +17,7 @@ import grpc
 from .._core import DEFAULT_CHUNK_SIZE
 from .._paths import BadPath, route_plugin
 from .._proto import http_pb2
+from .._websocket import DEFAULT_MAX_MESSAGE_SIZE
 from .._wire import headers_to_proto
 from .forward import (
     DEFAULT_IDLE_TIMEOUT,
@@ -35,6 +36,7 @@ from .request_checks import (
 )
 from .types import Receive, Scope, Send
 from .upstream import Upstream
+from .websocket import serve_websocket
 
 log = logging.getLogger("chunkwire.gateway")
 
@@ -67,6 +69,26 @@ class Reject(Exception):
         super().__init__(status, text)
         self.status = status
         self.text = text
+
+
+class Refused(Exception):
+    """``Gateway.admit`` turned a request away; ``status`` and ``text`` are the answer."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(status, text)
+        self.status = status
+        self.text = text
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request ``Gateway.admit`` let through: where it goes, and as whom."""
+
+    plugin_id: str
+    upstream: Upstream
+    raw_rest: str
+    head: RequestHead
+    identity: Identity | None
 
 
 AuthResult = Identity | Mapping[str, Any] | None
@@ -133,6 +155,17 @@ class Gateway:
       handler ran 4-5 MiB ahead of it, 4.2 MB of that in the gateway
       socket's send queue).
 
+    WebSocket handshakes on the same paths go to the plugin's
+    ``@plugin.websocket`` routes, with the same authentication, identity
+    headers and PluginContext. ``max_message_size`` bounds every message,
+    both ways (larger ones close the session with 1009);
+    ``ws_ping_interval`` (seconds, None: off) is the keep-alive ping toward
+    clients. Both belong to the ASGI server's WebSocket layer too: ASGI has
+    no ping message, and only the server can refuse an oversized frame
+    before buffering it whole. :meth:`uvicorn_options` gives them to
+    uvicorn (the CLI does); the gateway checks the limit again on every
+    message it receives, so a server with a larger limit is still safe.
+
     ``Expect: 100-continue`` is honoured per plugin decision: "100 Continue"
     goes out only once the plugin asks for the body; a plugin answering
     first gets its answer to the client, which never sends the body.
@@ -154,9 +187,17 @@ class Gateway:
         max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_empty_frames: int = DEFAULT_MAX_EMPTY_FRAMES,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        ws_ping_interval: float | None = 20.0,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if max_message_size < 1:
+            raise ValueError(f"max_message_size must be >= 1, got {max_message_size}")
+        if ws_ping_interval is not None and ws_ping_interval <= 0:
+            raise ValueError(f"ws_ping_interval must be > 0 or None, got {ws_ping_interval}")
+        self.max_message_size = max_message_size
+        self.ws_ping_interval = ws_ping_interval
         mattermost_ids = set(mattermost)
         self.chunk_size = chunk_size
         self.max_body_size = max_body_size
@@ -188,6 +229,14 @@ class Gateway:
             "response_messages": 0,
         }
 
+    def uvicorn_options(self) -> dict[str, Any]:
+        """The WebSocket settings of uvicorn that match this gateway's."""
+        return {
+            "ws_max_size": self.max_message_size,
+            "ws_ping_interval": self.ws_ping_interval,
+            "ws_ping_timeout": self.ws_ping_interval,
+        }
+
     # -- ASGI -----------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -197,9 +246,7 @@ class Gateway:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            # Not bridged yet: closing before accept makes the server answer 403.
-            await receive()
-            await send({"type": "websocket.close", "code": 1008})
+            await serve_websocket(self, scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -234,31 +281,12 @@ class Gateway:
             )
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return
-        raw_path: bytes = scope.get("raw_path") or path.encode()
         try:
-            routed = route_plugin(raw_path.decode("latin-1"))
-        except BadPath as error:
-            await send_plain(send, 400, f"Bad Request: {error}", close=True)
+            admitted = await self.admit(scope)
+        except Refused as refused:
+            await send_plain(send, refused.status, refused.text, close=refused.status != 404)
             return
-        upstream = self._upstreams.get(routed[0]) if routed is not None else None
-        if routed is None or upstream is None:
-            await send_plain(send, 404, "Not Found")
-            return
-        plugin_id, raw_rest, plugin_path = routed
-        try:
-            head = read_request_head(
-                scope["headers"],
-                max_size=self.max_header_size,
-                max_count=self.max_header_count,
-            )
-        except BadRequestHead as error:
-            log.info("plugin %r: %d %s", plugin_id, error.status, error.reason)
-            await send_plain(send, error.status, error.reason, close=True)
-            return
-        # authenticate sees the plugin and the decoded path the plugin routes on
-        # (equal to scope["path"] minus the prefix: see chunkwire._paths).
-        scope["chunkwire.plugin_id"] = plugin_id
-        scope["chunkwire.plugin_path"] = plugin_path
+        plugin_id, upstream, head = admitted.plugin_id, admitted.upstream, admitted.head
         content_length = head.content_length
         expect_continue = head.expect_continue
         if self.max_body_size is not None and content_length > self.max_body_size:
@@ -271,18 +299,7 @@ class Gateway:
                 await send_plain_early(receive, send, 413, "Request Entity Too Large")
             return
 
-        identity: Identity | None = None
-        if self._authenticate is not None:
-            try:
-                result = self._authenticate(scope)
-                if inspect.isawaitable(result):
-                    result = await result
-                identity = _identity(result)
-            except Reject as reject:
-                await send_plain(send, reject.status, reject.text, close=True)
-                return
-
-        init, request_id = self._request_init(scope, raw_rest.encode("latin-1"), head, identity)
+        init, request_id = self._request_init(scope, admitted)
         try:
             call = upstream.open_call()
         except Exception as error:  # a bad target or credentials
@@ -314,13 +331,51 @@ class Gateway:
         finally:
             counters["active"] -= 1
 
-    def _request_init(
-        self,
-        scope: Scope,
-        plugin_path: bytes,
-        head: RequestHead,
-        identity: Identity | None,
-    ) -> tuple[bytes, str]:
+    async def admit(self, scope: Scope) -> Admission:
+        """Route, check and authenticate a request or WebSocket handshake.
+
+        Raises Refused with the status to answer: 404 (no such plugin), 400
+        (an ambiguous path, a bad Host), 431 (header limits), or the
+        status of ``authenticate``'s Reject. ``authenticate`` sees
+        ``scope["chunkwire.plugin_id"]`` and ``scope["chunkwire.plugin_path"]``,
+        the decoded path the plugin routes on (equal to ``scope["path"]``
+        minus the prefix: see chunkwire._paths).
+        """
+        path: str = scope["path"]
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        try:
+            routed = route_plugin(raw_path.decode("latin-1"))
+        except BadPath as error:
+            raise Refused(400, f"Bad Request: {error}") from None
+        upstream = self._upstreams.get(routed[0]) if routed is not None else None
+        if routed is None or upstream is None:
+            raise Refused(404, "Not Found")
+        plugin_id, raw_rest, plugin_path = routed
+        try:
+            head = read_request_head(
+                scope["headers"], max_size=self.max_header_size, max_count=self.max_header_count
+            )
+        except BadRequestHead as error:
+            log.info("plugin %r: %d %s", plugin_id, error.status, error.reason)
+            raise Refused(error.status, error.reason) from None
+        scope["chunkwire.plugin_id"] = plugin_id
+        scope["chunkwire.plugin_path"] = plugin_path
+        identity: Identity | None = None
+        if self._authenticate is not None:
+            try:
+                result = self._authenticate(scope)
+                if inspect.isawaitable(result):
+                    result = await result
+                identity = _identity(result)
+            except Reject as reject:
+                raise Refused(reject.status, reject.text) from None
+        return Admission(plugin_id, upstream, raw_rest, head, identity)
+
+    def _request_init(self, scope: Scope, admitted: Admission) -> tuple[bytes, str]:
+        """The serialized request init message, and the request id it carries."""
+        plugin_path = admitted.raw_rest.encode("latin-1")
+        head = admitted.head
+        identity = admitted.identity
         identity_lower = self._identity_lower
         headers: list[tuple[bytes, bytes]] = []
         host = head.host.decode("latin-1") if head.host is not None else ""

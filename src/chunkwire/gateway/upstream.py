@@ -12,6 +12,7 @@ import grpc
 import grpc.aio
 
 from .._proto import plugin_pb2
+from .._websocket import SERVE_WEBSOCKET_METHOD
 from .._wire import (
     DESCRIBE_METHOD,
     MATTERMOST_SERVE_HTTP_METHOD,
@@ -113,6 +114,7 @@ class Upstream:
         self._stub: Any = None
         self._watcher: asyncio.Task[None] | None = None
         self.info: plugin_pb2.PluginInfo | None = None
+        self._ws_stub: Any = None
 
     @property
     def channel(self) -> grpc.aio.Channel | None:
@@ -137,6 +139,14 @@ class Upstream:
         """Start one ServeHTTP stream (raw bytes both ways)."""
         self._ensure_channel()
         return self._stub()
+
+    def open_websocket(self) -> grpc.aio.StreamStreamCall:
+        """Start one ServeWebSocket stream (raw bytes both ways)."""
+        if self._ws_stub is None:
+            self._ws_stub = self._ensure_channel().stream_stream(
+                SERVE_WEBSOCKET_METHOD, request_serializer=None, response_deserializer=None
+            )
+        return self._ws_stub()
 
     async def describe(self) -> plugin_pb2.PluginInfo:
         """Ask the plugin who it is (``chunkwire.v1.Plugin/Describe``)."""
@@ -197,6 +207,7 @@ class Upstream:
 
     async def close(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None
+        self._ws_stub = None
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.cancel()

@@ -7,6 +7,7 @@ from .files import send_file
 from .request import Request, RequestBody
 from .response import Finished, Response
 from .server import PluginServer
+from .websocket import WebSocket
 
 __all__ = [
     "Finished",
@@ -17,5 +18,6 @@ __all__ = [
     "RequestBody",
     "Response",
     "Route",
+    "WebSocket",
     "send_file",
 ]

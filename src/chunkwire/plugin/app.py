@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from .request import Request
     from .response import Response
     from .server import PluginServer
+    from .websocket import WebSocket
 
 Handler = Callable[["Request", "Response"], Awaitable[None]]
+WebSocketHandler = Callable[["WebSocket"], Awaitable[None]]
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|path|int))?\}")
 _CONVERTERS = {"str": "[^/]+", "path": ".*", "int": "[0-9]+"}
@@ -39,6 +41,15 @@ class Route:
         if m is None:
             return None
         return m.groupdict()
+
+
+@dataclass(frozen=True)
+class WebSocketRoute:
+    path: str
+    handler: WebSocketHandler
+    pattern: re.Pattern[str]
+    param_names: tuple[str, ...]
+    max_message_size: int | None
 
 
 def compile_path(path: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
@@ -123,6 +134,7 @@ class Plugin:
         self.chunk_size = chunk_size
         self.mattermost_compat = mattermost_compat
         self.routes: list[Route] = []
+        self.websocket_routes: list[WebSocketRoute] = []
 
     def route(
         self, path: str, methods: Iterable[str] | None = None
@@ -162,6 +174,37 @@ class Plugin:
             return None, {}, sorted(allowed)
         return None, {}, []
 
+    def websocket(
+        self, path: str, *, max_message_size: int | None = None
+    ) -> Callable[[WebSocketHandler], WebSocketHandler]:
+        """Register ``async def handler(ws)`` for WebSocket sessions on ``path``.
+
+        Paths are written as for :meth:`route`. A session's message limit is
+        the gateway's (``Gateway(max_message_size=...)``), or
+        ``max_message_size`` here when that is smaller.
+        """
+        pattern, names = compile_path(path)
+        if max_message_size is not None and max_message_size < 1:
+            raise ValueError(f"max_message_size must be >= 1, got {max_message_size}")
+
+        def register(handler: WebSocketHandler) -> WebSocketHandler:
+            self.websocket_routes.append(
+                WebSocketRoute(path, handler, pattern, names, max_message_size)
+            )
+            return handler
+
+        return register
+
+    def match_websocket(
+        self, path: str
+    ) -> tuple[WebSocketHandler | None, dict[str, str], int | None]:
+        """(handler, path_params, max_message_size); handler None means 404."""
+        for route in self.websocket_routes:
+            m = route.pattern.fullmatch(path)
+            if m is not None:
+                return route.handler, m.groupdict(), route.max_message_size
+        return None, {}, None
+
     # -- serving ---------------------------------------------------------------
 
     async def start(self, listen: str) -> PluginServer:
@@ -196,4 +239,7 @@ class Plugin:
         run(self, listen)
 
     def __repr__(self) -> str:
-        return f"<Plugin {self.name!r} routes={len(self.routes)}>"
+        return (
+            f"<Plugin {self.name!r} routes={len(self.routes)} "
+            f"websocket_routes={len(self.websocket_routes)}>"
+        )

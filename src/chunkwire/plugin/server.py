@@ -16,6 +16,7 @@ import grpc
 from .._wire import flow_window, grpc_target
 from .plugin_service import PluginServiceHandler
 from .servicer import ServeHTTPGenericHandler
+from .websocket_servicer import ServeWebSocketGenericHandler
 
 if TYPE_CHECKING:
     from .app import Plugin
@@ -90,7 +91,9 @@ class PluginServer:
 
     async def start(self) -> None:
         server = grpc.aio.server(options=server_options(self.plugin))
-        server.add_generic_rpc_handlers((self._handler, self.service))
+        server.add_generic_rpc_handlers(
+            (self._handler, self.service, ServeWebSocketGenericHandler(self.plugin))
+        )
         if self._target.startswith("unix:"):
             path = os.path.abspath(self._target[len("unix:") :])
             _prepare_unix_path(path)

@@ -1,0 +1,138 @@
+"""The gRPC side of WebSocket routes: one ServeWebSocket call per session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from .. import _websocket as wire
+from ..errors import ClientDisconnected, WebSocketClosed
+from .request import Request, RequestBody
+from .servicer import _CallIO
+from .websocket import WebSocket
+
+if TYPE_CHECKING:
+    from .app import Plugin
+
+log = logging.getLogger("chunkwire.plugin")
+
+async def _no_body() -> Any:
+    raise AssertionError("a WebSocket handshake has no body to read")
+
+
+class ServeWebSocketServicer:
+    """Runs the plugin's WebSocket handler for each ServeWebSocket call.
+
+    The handler's outcome becomes the session's end: returning without
+    closing closes with 1000, raising closes with 1011 (or refuses the
+    handshake with 500 before ``accept``), returning without answering the
+    handshake refuses it with 403.
+    """
+
+    def __init__(self, plugin: Plugin) -> None:
+        self.plugin = plugin
+        self.active = 0
+
+    async def serve_websocket(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext
+    ) -> None:
+        self.active += 1
+        try:
+            await self._serve(context)
+        finally:
+            self.active -= 1
+
+    async def _serve(self, context: grpc.aio.ServicerContext) -> None:
+        io = _CallIO(context)
+        try:
+            first = await io.read()
+        except ClientDisconnected:
+            raise asyncio.CancelledError from None
+        if first is grpc.aio.EOF:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty ServeWebSocket stream")
+        try:
+            frame = wire.parse(first)
+        except Exception as exc:  # protobuf's DecodeError
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad WebSocket init: {exc}")
+        if frame.WhichOneof("kind") != "init":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "first ServeWebSocket message carries no init"
+            )
+        init = frame.init
+        body = RequestBody(memoryview(b""), True, _no_body, grpc.aio.EOF, 0)
+        request = Request(init.request, body)
+        handler, params, limit = self.plugin.match_websocket(request.path)
+        if handler is None:
+            await io.write(wire.encode_deny(404, [("Content-Type", "text/plain")], b"Not Found\n"))
+            return
+        request.path_params = params
+        gateway_limit = init.max_message_size or wire.DEFAULT_MAX_MESSAGE_SIZE
+        ws = WebSocket(
+            request,
+            list(init.subprotocols),
+            io.read,
+            io.write,
+            grpc.aio.EOF,
+            chunk_size=self.plugin.chunk_size,
+            max_message_size=min(gateway_limit, limit) if limit else gateway_limit,
+        )
+        try:
+            await self._run(handler, ws)
+        finally:
+            reader = ws._reader
+            if reader is not None and not reader.done():
+                # Returning ends the call, which ends the reader's read; it is
+                # never cancelled inside a gRPC operation (grpc#43360).
+                reader.add_done_callback(_retrieve)
+
+    async def _run(self, handler: Any, ws: WebSocket) -> None:
+        path = ws.request.path
+        try:
+            await handler(ws)
+        except asyncio.CancelledError:
+            raise
+        except WebSocketClosed:
+            return  # the session ended under the handler: nothing left to say
+        except Exception as exc:
+            if ws.closed:
+                log.warning("WebSocket handler for %s failed after the close: %r", path, exc)
+                return
+            log.error("WebSocket handler for %s failed", path, exc_info=exc)
+            await self._end(ws, wire.INTERNAL_ERROR, "handler failed", 500)
+            return
+        await self._end(ws, wire.NORMAL, "", 403)
+
+    async def _end(self, ws: WebSocket, code: int, reason: str, refuse_status: int) -> None:
+        try:
+            if not ws.answered:
+                text = "Internal Server Error\n" if refuse_status == 500 else "Forbidden\n"
+                await ws.deny(refuse_status, [("Content-Type", "text/plain")], text)
+            elif not ws.closed:
+                await ws.close(code, reason)
+        except WebSocketClosed:
+            pass
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class ServeWebSocketGenericHandler(grpc.GenericRpcHandler):
+    """Answers SERVE_WEBSOCKET_METHOD with the plugin's WebSocket routes."""
+
+    def __init__(self, plugin: Plugin) -> None:
+        self.servicer = ServeWebSocketServicer(plugin)
+        self._handler = grpc.stream_stream_rpc_method_handler(
+            self.servicer.serve_websocket, request_deserializer=None, response_serializer=None
+        )
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        if handler_call_details.method == wire.SERVE_WEBSOCKET_METHOD:
+            return self._handler
+        return None
