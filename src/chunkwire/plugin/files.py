@@ -66,7 +66,7 @@ async def send_file(
                 f"offset {offset} + count {length} is past the end of "
                 f"{os.fspath(path)!r} ({size} bytes)"
             )
-        if not response.headers_sent:
+        if not response.headers_locked:
             response.headers["Content-Length"] = str(length)
         step = response.chunk_size
         buffer = memoryview(bytearray(min(step, length) or 1))
