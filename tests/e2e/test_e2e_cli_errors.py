@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, _env, start_plugin
+from conftest import ROOT, Proc, _connectable_unix, _env, start_plugin
 
 import chunkwire
+from chunkwire.client import PluginClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -169,8 +172,6 @@ async def where(request, response):
 
 @pytest.mark.parametrize("how", ["cwd", "app-dir"])
 def test_plugin_module_from_current_directory_or_app_dir(tmp_path: Path, how: str) -> None:
-    from conftest import Proc, _connectable_unix
-
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     (app_dir / "cw_local_plugin.py").write_text(PLUGIN_MODULE)
@@ -181,8 +182,6 @@ def test_plugin_module_from_current_directory_or_app_dir(tmp_path: Path, how: st
         cwd = tmp_path
     else:
         cwd = app_dir
-    import os
-
     here = os.getcwd()
     os.chdir(cwd)  # Proc starts the process in the current directory
     try:
@@ -190,9 +189,6 @@ def test_plugin_module_from_current_directory_or_app_dir(tmp_path: Path, how: st
     finally:
         os.chdir(here)
     try:
-        import asyncio
-
-        from chunkwire.client import PluginClient
 
         async def call() -> bytes:
             async with PluginClient(f"unix:{sock}") as client:
