@@ -5,39 +5,153 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import importlib
+import inspect
 import logging
 import os
 import signal
+import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import __version__
+
 if TYPE_CHECKING:
     from .plugin import Plugin
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+SIZE_HELP = "bytes, or with a suffix k, m, g (KiB, MiB, GiB; 'kb', 'kib' also accepted)"
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported as one line on stderr, exit status 2."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SizeError(ValueError, argparse.ArgumentTypeError):
+    """Not a size ``parse_size`` understands."""
 
 
 def parse_size(text: str) -> int:
-    """``65536``, ``64k``, ``1m``, ``1g`` (binary units)."""
-    text = text.strip().lower().removesuffix("ib").removesuffix("b")
+    """``65536``, ``64k``, ``1m``, ``1g`` (binary units); SizeError otherwise."""
+    cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+    scale = 1
+    if cleaned and cleaned[-1] in units:
+        cleaned, scale = cleaned[:-1], units[cleaned[-1]]
+    try:
+        number = float(cleaned) if scale > 1 else int(cleaned)
+    except ValueError:
+        raise SizeError(f"invalid size {text!r}: use {SIZE_HELP}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise SizeError(f"invalid size {text!r}: use {SIZE_HELP}")
+    return int(number * scale)
 
 
 def positive_size(text: str) -> int:
-    """``parse_size`` for limits that must be at least one byte."""
-    try:
-        size = parse_size(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}") from None
+    size = parse_size(text)
     if size < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+        raise SizeError(f"invalid size {text!r}: must be at least 1 byte")
     return size
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1..65535, or 0 for one the system picks."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"invalid port {port}: must be within 1..65535 (0 picks a free one)"
+        )
+    return port
+
+
+def address(text: str) -> str:
+    """``unix:/path.sock`` or ``HOST:PORT`` (port 0..65535), as plugins listen and gateways dial."""
+    if text.startswith("unix:"):
+        if not text[len("unix:") :]:
+            raise argparse.ArgumentTypeError(f"invalid address {text!r}: empty socket path")
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port:
+        raise argparse.ArgumentTypeError(
+            f"invalid address {text!r}: expected unix:/path.sock or HOST:PORT"
+        )
+    try:
+        port_number(port)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r}: {exc}") from None
+    return text
+
+
+def plugin_mapping(text: str) -> tuple[str, str]:
+    """``ID=ADDRESS`` for ``--plugin``."""
+    plugin_id, sep, target = text.partition("=")
+    if not sep or not plugin_id or not target:
+        raise argparse.ArgumentTypeError(
+            f"invalid --plugin {text!r}: expected ID=ADDRESS (e.g. files=unix:/tmp/files.sock)"
+        )
+    if "/" in plugin_id:
+        raise argparse.ArgumentTypeError(f"invalid --plugin {text!r}: ID cannot contain '/'")
+    try:
+        return plugin_id, address(target)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"--plugin {plugin_id}: {exc}") from None
+
+
+def check_free(listen: str) -> None:
+    """UsageError unless ``listen`` (``unix:/path`` or ``HOST:PORT``) can be bound now.
+
+    Checked before the server binds so that the user reads one line rather
+    than the server library's log and traceback.
+    """
+    if listen.startswith("unix:"):
+        path = os.path.abspath(listen[len("unix:") :])
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            raise UsageError(f"cannot listen on {listen}: directory {directory} does not exist")
+        if os.path.lexists(path) and not _unix_socket_free(path):
+            raise UsageError(f"cannot listen on {listen}: the socket is in use by another server")
+        return
+    host, _, port_text = listen.rpartition(":")
+    port = int(port_text)
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {listen}: {exc.strerror}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        if os.name != "nt":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(f"cannot listen on {listen}: the port is in use") from None
+            raise UsageError(f"cannot listen on {listen}: {exc.strerror}") from None
+
+
+def _unix_socket_free(path: str) -> bool:
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise UsageError(f"cannot listen on unix:{path}: it exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(path)
+        except OSError:
+            return True  # stale: the server removes it
+    return False
 
 
 def tune_malloc() -> None:
@@ -62,33 +176,77 @@ def tune_malloc() -> None:
     mallopt(m_trim_threshold, 128 * 1024 * 1024)
 
 
-def load_plugin(spec: str) -> Plugin:
-    """Import ``MODULE:ATTR``; ATTR is a Plugin or a callable returning one."""
-    from .plugin import Plugin
+def load_object(spec: str, app_dir: str = ".") -> Any:
+    """Import ``MODULE:ATTR`` (ATTR may be dotted) with ``app_dir`` first on sys.path.
 
+    A module or attribute that does not exist is a UsageError; errors raised
+    while the module itself runs propagate with their traceback.
+    """
     module_name, sep, attr = spec.partition(":")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        directory, _, filename = module_name.rpartition("/")
+        hint = f"{filename.removesuffix('.py')}:{attr or 'ATTR'}"
+        if directory:
+            hint += f" --app-dir {directory}"
+        raise UsageError(f"{spec!r} names a file, not a module: use {hint}")
     if not sep or not module_name or not attr:
-        raise SystemExit(f"chunkwire: expected MODULE:ATTR, got {spec!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
+        raise UsageError(f"expected MODULE:ATTR (e.g. files_plugin:plugin), got {spec!r}")
+    directory = os.path.abspath(app_dir)
+    if not os.path.isdir(directory):
+        raise UsageError(f"--app-dir {app_dir}: not a directory")
+    if directory in sys.path:
+        sys.path.remove(directory)
+    sys.path.insert(0, directory)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing != module_name and not module_name.startswith(missing + "."):
+            raise  # the module was found; something it imports was not
+        raise UsageError(
+            f"cannot import module {module_name!r}: not found in {directory} "
+            "or the installed packages (see --app-dir)"
+        ) from None
     obj: Any = module
     for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not isinstance(obj, Plugin) and callable(obj):
-        obj = obj()
-    if not isinstance(obj, Plugin):
-        raise SystemExit(f"chunkwire: {spec} is not a chunkwire Plugin")
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
     return obj
 
 
-def _parse_plugins(values: list[str]) -> dict[str, str]:
+def load_plugin(spec: str, app_dir: str = ".") -> Plugin:
+    """``MODULE:ATTR`` as a Plugin; ATTR is a Plugin or a callable returning one."""
+    from .plugin import Plugin
+
+    obj = load_object(spec, app_dir)
+    if not isinstance(obj, Plugin) and _is_factory(obj):
+        obj = obj()
+    if not isinstance(obj, Plugin):
+        raise UsageError(f"{spec} is not a chunkwire Plugin (got {type(obj).__name__})")
+    return obj
+
+
+def _is_factory(obj: Any) -> bool:
+    """A plain function (or method) that can be called without arguments."""
+    if not (inspect.isfunction(obj) or inspect.ismethod(obj)):
+        return False
+    if inspect.iscoroutinefunction(obj):
+        return False
+    try:
+        inspect.signature(obj).bind()
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _parse_plugins(values: list[tuple[str, str]]) -> dict[str, str]:
     plugins: dict[str, str] = {}
-    for value in values:
-        plugin_id, sep, address = value.partition("=")
-        if not sep or not plugin_id or not address:
-            raise SystemExit(f"chunkwire: --plugin takes ID=ADDRESS, got {value!r}")
-        plugins[plugin_id] = address
+    for plugin_id, target in values:
+        if plugin_id in plugins:
+            raise UsageError(f"--plugin {plugin_id} is given twice")
+        plugins[plugin_id] = target
     return plugins
 
 
@@ -169,13 +327,13 @@ def _uvicorn_server(
 def _cmd_plugin(ns: argparse.Namespace) -> int:
     tune_malloc()
     logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    plugin = load_plugin(ns.spec)
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
+    plugin = load_plugin(ns.spec, ns.app_dir)
+    check_free(ns.listen)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
             plugin.run(ns.listen)
-    except OSError as error:
-        print(f"chunkwire: {error}", file=sys.stderr)
-        return 2
+        except OSError as exc:  # the check above raced with another server
+            raise UsageError(f"cannot listen on {ns.listen}: {exc}") from None
     return 0
 
 
@@ -186,8 +344,11 @@ def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
     if getattr(ns, "tls_ca", None):
         import grpc
 
-        with open(ns.tls_ca, "rb") as ca:
-            tls = grpc.ssl_channel_credentials(root_certificates=ca.read())
+        try:
+            with open(ns.tls_ca, "rb") as ca:
+                tls = grpc.ssl_channel_credentials(root_certificates=ca.read())
+        except OSError as exc:
+            raise UsageError(f"--tls-ca {ns.tls_ca}: {exc.strerror}") from None
     return Gateway(
         plugins,
         tls=tls,
@@ -210,7 +371,8 @@ def _cmd_gateway(ns: argparse.Namespace) -> int:
     logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     plugins = _parse_plugins(ns.plugin)
     if not plugins:
-        raise SystemExit("chunkwire: gateway needs at least one --plugin ID=ADDRESS")
+        raise UsageError("gateway needs at least one --plugin ID=ADDRESS")
+    check_free(f"{ns.host}:{ns.port}")
     server = _uvicorn_server(
         _gateway_from(ns, plugins),
         ns.host,
@@ -274,6 +436,7 @@ async def _run_demo(ns: argparse.Namespace) -> int:
 
 
 def _cmd_demo(ns: argparse.Namespace) -> int:
+    check_free(f"{ns.host}:{ns.port}")
     tune_malloc()
     logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -289,10 +452,17 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
 
 
 def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=port)
-    parser.add_argument("--chunk-size", type=parse_size, default=65536, help="body chunk bytes")
-    parser.add_argument("--max-body-size", type=parse_size, default=None, help="413 above this")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port", type=port_number, default=port, help="TCP port, 1..65535 (0: a free one)"
+    )
+    parser.add_argument(
+        "--chunk-size", type=positive_size, default=65536, help=f"body chunk size: {SIZE_HELP}"
+    )
+    parser.add_argument(
+        "--max-body-size", type=parse_size, default=None,
+        help=f"413 for request bodies above this size: {SIZE_HELP}",
+    )
     parser.add_argument(
         "--response-timeout", type=float, default=30.0, metavar="S",
         help="504 when no response head comes S seconds after the request body ended (0: never)",
@@ -307,8 +477,8 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
         help="408 when a client takes more than S seconds to send its request headers (0: never)",
     )
     parser.add_argument(
-        "--max-header-size", type=parse_size, default=64 * 1024, metavar="SIZE",
-        help="431 when the request header block is larger",
+        "--max-header-size", type=positive_size, default=64 * 1024, metavar="SIZE",
+        help=f"431 when the request header block is larger: {SIZE_HELP}",
     )
     parser.add_argument(
         "--max-header-count", type=int, default=100, metavar="N",
@@ -327,32 +497,67 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
     )
     parser.add_argument(
         "--max-message-size", type=positive_size, default=1 << 20,
-        help="WebSocket messages larger than this close the session with 1009 (default 1m)",
+        help="WebSocket messages larger than this close the session with 1009",
     )
     parser.add_argument(
         "--ws-ping-interval", type=float, default=20.0, metavar="S",
         help="WebSocket keep-alive ping every S seconds (0: off)",
     )
-    parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
+    parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="log level")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless it has none or the help names it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, [], False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Mistakes are one line on stderr and exit status 2 (no usage block)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chunkwire", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="chunkwire", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"chunkwire {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="run the example plugin behind a gateway")
     _add_gateway_options(demo)
     demo.set_defaults(func=_cmd_demo)
 
-    plugin = sub.add_parser("plugin", help="serve a Plugin over gRPC")
-    plugin.add_argument("spec", metavar="MODULE:ATTR")
-    plugin.add_argument("--listen", required=True, help="unix:/path.sock or HOST:PORT")
-    plugin.add_argument("--log-level", choices=_LOG_LEVELS, default="warning")
+    plugin = sub.add_parser(
+        "plugin",
+        help="serve a Plugin over gRPC",
+        description="Serve a chunkwire Plugin over gRPC until SIGINT or SIGTERM.",
+    )
+    plugin.add_argument(
+        "spec", metavar="MODULE:ATTR",
+        help="a Plugin, or a callable returning one, imported from --app-dir or the "
+        "installed packages",
+    )
+    plugin.add_argument(
+        "--listen", required=True, type=address, help="unix:/path.sock or HOST:PORT"
+    )
+    plugin.add_argument(
+        "--app-dir", default=".", metavar="DIR", help="directory searched first for MODULE"
+    )
+    plugin.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="log level")
     plugin.set_defaults(func=_cmd_plugin)
 
     gateway = sub.add_parser("gateway", help="serve HTTP and forward to plugins")
     gateway.add_argument(
-        "--plugin", action="append", default=[], metavar="ID=ADDRESS",
+        "--plugin", action="append", default=[], metavar="ID=ADDRESS", type=plugin_mapping,
         help="route /plugins/ID/ to ADDRESS (unix:/path.sock or HOST:PORT); repeatable",
     )
     _add_gateway_options(gateway)
@@ -377,7 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    return int(ns.func(ns) or 0)
+    try:
+        return int(ns.func(ns) or 0)
+    except UsageError as exc:
+        print(f"chunkwire {ns.command}: error: {exc}", file=sys.stderr)
+        return exc.status
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ async with PluginClient("unix:/run/files.sock") as client:
             ...
 ```
 
+``AsyncPluginTransport(address)`` puts the same calls behind
+``httpx.AsyncClient`` (see chunkwire.httpx_transport; needs httpx).
+
 The request body is sent while the response is read; if the plugin answers
 before taking the whole body, sending stops. Chunks of the response body are
 read-only ``memoryview`` objects over the received messages (no copy).
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, Generator, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import grpc
@@ -40,6 +43,9 @@ from .errors import (
     PluginCallError,
     ProtocolError,
 )
+
+if TYPE_CHECKING:
+    from .httpx_transport import AsyncPluginTransport
 
 DEFAULT_READ_LIMIT = 64 * 1024 * 1024
 _HEADROOM = 16 * 1024 * 1024
@@ -581,4 +587,13 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-__all__ = ["ClientResponse", "PluginClient"]
+def __getattr__(name: str) -> Any:
+    # httpx is optional: only the transport needs it.
+    if name == "AsyncPluginTransport":
+        from .httpx_transport import AsyncPluginTransport
+
+        return AsyncPluginTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["AsyncPluginTransport", "ClientResponse", "PluginClient"]

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 from importlib import resources
+from typing import Any
 
 from . import demo_streams
 from .plugin import Plugin, Request, Response
@@ -33,6 +34,27 @@ _PAGE_TYPES = {
 }
 
 _BLOCK = bytes(range(256)) * 256  # 64 KiB
+
+
+class _BadQuery(ValueError):
+    pass
+
+
+def _number(request: Request, name: str, default: str, kind: type, low: float, high: float) -> Any:
+    text = request.query.get(name, default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise _BadQuery(f"{name}={text!r} is not a number") from None
+    if not low <= value <= high:
+        raise _BadQuery(f"{name}={text} is outside {low:g}..{high:g}")
+    return value
+
+
+async def _bad_request(response: Response, error: _BadQuery) -> None:
+    response.status = 400
+    response.headers["Content-Type"] = "text/plain; charset=utf-8"
+    await response.end(f"Bad Request: {error}\n".encode())
 
 
 @plugin.route("/")
@@ -67,7 +89,7 @@ async def _page_file(response: Response, name: str) -> None:
 async def echo(request: Request, response: Response) -> None:
     content_type = request.headers.get("Content-Type", "application/octet-stream")
     response.headers["Content-Type"] = content_type
-    if request.content_length >= 0:
+    if request.content_length is not None:
         response.headers["Content-Length"] = str(request.content_length)
     # Reads only as fast as the client takes the echo (the req.pipe(res) pattern).
     await response.pipe_from(request.body)
@@ -86,8 +108,12 @@ async def upload(request: Request, response: Response) -> None:
 
 @plugin.route("/ticks")
 async def ticks(request: Request, response: Response) -> None:
-    count = int(request.query.get("n", "5"))
-    interval = float(request.query.get("interval", "0.5"))
+    try:
+        count = _number(request, "n", "5", int, 0, 1_000_000)
+        interval = _number(request, "interval", "0.5", float, 0, 3600)
+    except _BadQuery as error:
+        await _bad_request(response, error)
+        return
     response.headers["Content-Type"] = "text/plain; charset=utf-8"
     for i in range(count):
         if i:
@@ -97,7 +123,11 @@ async def ticks(request: Request, response: Response) -> None:
 
 @plugin.route("/download")
 async def download(request: Request, response: Response) -> None:
-    size = int(request.query.get("size", str(100 * 1024 * 1024)))
+    try:
+        size = _number(request, "size", str(100 * 1024 * 1024), int, 0, 1 << 40)
+    except _BadQuery as error:
+        await _bad_request(response, error)
+        return
     response.headers["Content-Type"] = "application/octet-stream"
     response.headers["Content-Length"] = str(size)
     block = memoryview(_BLOCK)

@@ -161,6 +161,33 @@ def make_plugin(state: State, **kwargs: object) -> Plugin:
                 state.errors.append(exc)
         await response.write(b"part2")
 
+    @plugin.route("/headers-after-small-write")
+    async def headers_after_small_write(request: Request, response: Response) -> None:
+        response.headers["X-Before"] = "yes"
+        response.status = 201
+        await response.write(b"part1")  # stays in the ring: nothing has left yet
+        assert not response.headers_sent and response.headers_locked
+        for attempt in (
+            lambda: response.headers.add("X-After", "no"),
+            lambda: response.headers.__setitem__("X-Before", "changed"),
+            lambda: setattr(response, "status", 500),
+            lambda: setattr(response, "headers", {"X-New": "no"}),
+        ):
+            try:
+                attempt()
+            except (HeadersAlreadySent, TypeError, AttributeError) as exc:
+                state.errors.append(exc)
+        await response.write(b"part2")
+
+    @plugin.route("/headers-after-empty-flush")
+    async def headers_after_empty_flush(request: Request, response: Response) -> None:
+        await response.flush()
+        try:
+            response.status = 404
+        except HeadersAlreadySent as exc:
+            state.errors.append(exc)
+        await response.write(b"flushed")
+
     @plugin.route("/fail-before")
     async def fail_before(request: Request, response: Response) -> None:
         response.status = 202

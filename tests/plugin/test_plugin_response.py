@@ -121,6 +121,27 @@ async def test_headers_frozen_after_first_frame(listen: str) -> None:
     ]
 
 
+async def test_headers_frozen_at_first_write_before_any_frame(listen: str) -> None:
+    state = State()
+    async with serve(make_plugin(state), listen) as (server, _):
+        result = await raw_call(server.address, "GET", "/headers-after-small-write")
+        flushed = await raw_call(server.address, "GET", "/headers-after-empty-flush")
+    assert result.code.name == "OK"
+    # both writes coalesced into one frame, sent with the head
+    assert result.body == b"part1part2"
+    assert result.init.status_code == 201
+    assert [(h.key, list(h.values)) for h in result.init.headers] == [("X-Before", [b"yes"])]
+    assert flushed.init.status_code in (0, 200)
+    assert flushed.body == b"flushed"
+    assert [type(e) for e in state.errors] == [
+        AttributeError,
+        AttributeError,
+        HeadersAlreadySent,
+        HeadersAlreadySent,
+        HeadersAlreadySent,
+    ]
+
+
 async def test_status_is_sent_as_set(listen: str) -> None:
     async with serve(make_plugin(State()), listen) as (server, _):
         for code in (201, 418, 599, 999, 1000, 42):

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+from typing import Any
 
 import grpc
 import numpy as np
@@ -245,7 +246,11 @@ def streams_plugin(probe: Probe, **kwargs: object) -> Plugin:
 
     @plugin.route("/file")
     async def file(request: Request, response: Response) -> None:
-        kwargs = {k: int(v) for k, v in request.query.items() if k in ("offset", "count")}
+        kwargs: dict[str, Any] = {
+            k: None if v == "raise" else int(v)
+            for k, v in request.query.items()
+            if k in ("offset", "count", "not_found")
+        }
         try:
             sent = await chunkwire.send_file(response, request.query["path"], **kwargs)
         except (OSError, ValueError, TypeError) as exc:
@@ -718,7 +723,7 @@ async def test_send_file_ranges(sock_dir: str, data_file, offset, count) -> None
 @pytest.mark.parametrize(
     ("query", "status", "text"),
     [
-        ({"path": "/nonexistent/file"}, 404, "FileNotFoundError"),
+        ({"path": "/nonexistent/file", "not_found": "raise"}, 404, "FileNotFoundError"),
         ({"offset": 10**9}, 400, "past the end"),
         ({"offset": 10, "count": 10**9}, 400, "past the end"),
         ({"offset": -1}, 400, "offset must be >= 0"),
@@ -733,6 +738,23 @@ async def test_send_file_errors(sock_dir: str, data_file, query, status, text) -
         body = await resp.read()
     assert resp.status == status
     assert text in body.decode()
+
+
+@pytest.mark.parametrize(("missing", "not_found"), [("nonexistent", None), ("data.bin/x", 410)])
+async def test_send_file_answers_a_missing_file(  # type: ignore[no-untyped-def]
+    sock_dir: str, data_file, missing, not_found
+) -> None:
+    probe = Probe()
+    query: dict[str, object] = {"path": os.path.join(sock_dir, missing)}
+    if not_found is not None:
+        query["not_found"] = not_found
+    async with serve(streams_plugin(probe), f"unix:{sock_dir}/p.sock") as (_, client):
+        resp = await client.request("GET", "/file", query=query)
+        body = await resp.read()
+    assert resp.status == (not_found or 404)
+    assert body == b"Not Found\n"
+    assert resp.headers["Content-Length"] == "10"
+    assert probe.seen["sent"] == 0
 
 
 async def test_send_file_is_exported() -> None:

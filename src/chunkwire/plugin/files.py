@@ -33,6 +33,7 @@ async def send_file(
     offset: int = 0,
     count: int | None = None,
     end: bool = True,
+    not_found: int | None = 404,
 ) -> int:
     """Stream ``count`` bytes of ``path`` from ``offset`` (default: to its end).
 
@@ -41,16 +42,30 @@ async def send_file(
     writes each with backpressure; then ends the response unless ``end`` is
     False. Returns the number of bytes sent.
 
-    Raises before anything is sent: FileNotFoundError (and other OSErrors)
-    for a file that cannot be opened, IsADirectoryError for a directory,
-    ValueError for an offset past the end, a range past the end, or
-    negative values. A file that shrinks while being sent raises OSError
-    (the response is then incomplete).
+    A file that does not exist is answered with status ``not_found`` (404,
+    a short text body) and 0 is returned, unless the response's headers
+    are already fixed or ``not_found`` is None: then FileNotFoundError is
+    raised.
+
+    Raises before anything is sent: OSErrors for a file that cannot be
+    opened, IsADirectoryError for a directory, ValueError for an offset
+    past the end, a range past the end, or negative values. A file that
+    shrinks while being sent raises OSError (the response is then
+    incomplete).
     """
     offset = _check_int("offset", offset)
     if count is not None:
         count = _check_int("count", count)
-    fd = os.open(path, _O_FLAGS)
+    try:
+        fd = os.open(path, _O_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        if not_found is None or response.headers_locked:
+            raise
+        response.status = not_found
+        response.headers["Content-Type"] = "text/plain; charset=utf-8"
+        response.headers["Content-Length"] = "10"
+        await response.end(b"Not Found\n")
+        return 0
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
@@ -66,7 +81,7 @@ async def send_file(
                 f"offset {offset} + count {length} is past the end of "
                 f"{os.fspath(path)!r} ({size} bytes)"
             )
-        if not response.headers_sent:
+        if not response.headers_locked:
             response.headers["Content-Length"] = str(length)
         step = response.chunk_size
         buffer = memoryview(bytearray(min(step, length) or 1))

@@ -98,9 +98,11 @@ class Finished:
 class Response:
     """Status, headers and a streamed body, with Node-like stream semantics.
 
-    The first frame that leaves fixes ``status`` and ``headers``: from then
-    on ``headers`` is a read-only view and assigning ``status`` raises
-    HeadersAlreadySent. Small writes are coalesced into chunks of up to
+    The first ``write()`` (of any kind, even empty), ``flush()`` or
+    ``end()`` fixes ``status`` and ``headers``, as Go's ResponseWriter and
+    Node's ``res.write`` do, although the head leaves with the first frame:
+    from then on ``headers`` is a read-only view and assigning ``status`` or
+    ``headers`` raises HeadersAlreadySent. Small writes are coalesced into chunks of up to
     ``chunk_size`` bytes; ``flush`` (or ``write(..., flush=True)``) sends what
     is buffered now.
 
@@ -134,6 +136,7 @@ class Response:
         "_headers",
         "_hwm",
         "_inflight",
+        "_locked",
         "_overflow",
         "_overflow_bytes",
         "_pumping",
@@ -170,6 +173,7 @@ class Response:
         self._status = 200
         self._headers: CIMultiDict[str] | CIMultiDictProxy[str] = CIMultiDict()
         self._sent = False
+        self._locked = False
         self._ending = False
         self._complete = False
         self._error: BaseException | None = None
@@ -192,8 +196,8 @@ class Response:
 
     @status.setter
     def status(self, value: int) -> None:
-        if self._sent:
-            raise HeadersAlreadySent("response status cannot change after the response started")
+        if self._locked:
+            raise HeadersAlreadySent("response status cannot change after the first write")
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"status must be an int, not {type(value).__name__!r}")
         if not 0 <= value <= _INT32_MAX:
@@ -210,13 +214,24 @@ class Response:
     def headers(
         self, value: Mapping[str, str] | Iterable[tuple[str, str]] | CIMultiDict[str]
     ) -> None:
-        if self._sent:
-            raise HeadersAlreadySent("response headers cannot change after the response started")
+        if self._locked:
+            raise HeadersAlreadySent("response headers cannot change after the first write")
         self._headers = CIMultiDict(value)
 
     @property
+    def headers_locked(self) -> bool:
+        """True once status and headers are fixed (the first write, flush or end)."""
+        return self._locked
+
+    @property
     def headers_sent(self) -> bool:
+        """True once the head has left with the first frame."""
         return self._sent
+
+    def _lock(self) -> None:
+        if not self._locked:
+            self._locked = True
+            self._headers = CIMultiDictProxy(self._headers)
 
     # -- state -------------------------------------------------------------------
 
@@ -475,9 +490,9 @@ class Response:
 
     async def _emit(self, frame: bytes, size: int, complete: bool) -> None:
         if not self._sent:
+            self._lock()
             frame = self._init_message() + frame
             self._sent = True
-            self._headers = CIMultiDictProxy(self._headers)
         self._inflight = size
         self.frames_sent += 1
         try:
@@ -582,7 +597,7 @@ class Response:
 
         Returns once fewer than ``high_water_mark`` bytes are buffered. The
         caller's buffer may be reused once this returns. Inside ``cork()``
-        it never waits.
+        it never waits. The first write fixes status and headers.
         """
         ring = self._ring
         if (
@@ -596,6 +611,8 @@ class Response:
             # Small writes (token streaming) only land in the ring; while no
             # frame is due and the mark is far, that is all there is to do.
             ring.write(data)
+            if not self._locked:
+                self._lock()
             if not flush and not self._flush_requested:
                 pending = ring.pending
                 if pending < self._chunk_size and pending + self._inflight < self._hwm:
@@ -603,6 +620,7 @@ class Response:
         else:
             self._check_write()
             self._accept(data, copy=self._cork > 0)
+            self._lock()
         try:
             if flush:
                 self._mark_flush()
@@ -624,6 +642,7 @@ class Response:
         """
         self._check_write()
         self._accept(data, copy=True)
+        self._lock()
         self._kick()
         return self.buffered < self._hwm
 
@@ -635,6 +654,7 @@ class Response:
 
     async def flush(self) -> None:
         """Send everything buffered now, marked flush; an empty flush frame if nothing is."""
+        self._lock()
         self._check_write()
         self._mark_flush()
         if not self._cork:
@@ -665,6 +685,7 @@ class Response:
 
         Calling it again once ended does nothing.
         """
+        self._lock()
         if self._ending:
             if data is not None:
                 raise RuntimeError("response already ended")
@@ -759,6 +780,7 @@ class Response:
         self._pumping = False
         self._status = 200
         self._headers = CIMultiDict()
+        self._locked = False
         self._ending = False
         self._cork = 0
         self._flush_requested = False
