@@ -33,7 +33,12 @@ if not NO_EXTENSIONS:
         [
             Extension(
                 "chunkwire._core_c",
-                sources=["src/chunkwire/_core_c.pyx", "csrc/ring.c", "csrc/frame.c"],
+                sources=[
+                    "src/chunkwire/_core_c.pyx",
+                    "csrc/ring.c",
+                    "csrc/frame.c",
+                    "csrc/batch.c",
+                ],
                 include_dirs=["csrc"],
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,

@@ -2,8 +2,8 @@
 
 #include "frame.h"
 
-static int
-fail(cw_frame_error *err, int code, uint64_t a, uint64_t b, uint64_t c, uint64_t d)
+int
+cw_fail(cw_frame_error *err, int code, uint64_t a, uint64_t b, uint64_t c, uint64_t d)
 {
     err->code = code;
     err->v[0] = a;
@@ -13,8 +13,8 @@ fail(cw_frame_error *err, int code, uint64_t a, uint64_t b, uint64_t c, uint64_t
     return -1;
 }
 
-static int
-read_varint(const unsigned char *buf, size_t *pos, size_t end, uint64_t *out,
+int
+cw_read_varint(const unsigned char *buf, size_t *pos, size_t end, uint64_t *out,
             cw_frame_error *err)
 {
     size_t p = *pos;
@@ -25,7 +25,7 @@ read_varint(const unsigned char *buf, size_t *pos, size_t end, uint64_t *out,
     for (i = 0; i < CW_MAX_VARINT_LEN; i++) {
         unsigned char byte;
         if (p >= end) {
-            return fail(err, CW_ERR_TRUNCATED_VARINT, p, 0, 0, 0);
+            return cw_fail(err, CW_ERR_TRUNCATED_VARINT, p, 0, 0, 0);
         }
         byte = buf[p++];
         /* Bits past 64 fall off, as with protobuf's own parsers. */
@@ -37,78 +37,79 @@ read_varint(const unsigned char *buf, size_t *pos, size_t end, uint64_t *out,
         }
         shift += 7;
     }
-    return fail(err, CW_ERR_VARINT_TOO_LONG, p - CW_MAX_VARINT_LEN, 0, 0, 0);
+    return cw_fail(err, CW_ERR_VARINT_TOO_LONG, p - CW_MAX_VARINT_LEN, 0, 0, 0);
 }
 
-static int
-read_tag(const unsigned char *buf, size_t *pos, size_t end, uint64_t *tag,
+int
+cw_read_tag(const unsigned char *buf, size_t *pos, size_t end, uint64_t *tag,
          cw_frame_error *err)
 {
     size_t start = *pos;
 
-    if (read_varint(buf, pos, end, tag, err) < 0) {
+    if (cw_read_varint(buf, pos, end, tag, err) < 0) {
         return -1;
     }
     if (*tag > 0xFFFFFFFFu) {
-        return fail(err, CW_ERR_TAG_RANGE, start, 0, 0, 0);
+        return cw_fail(err, CW_ERR_TAG_RANGE, start, 0, 0, 0);
     }
     if ((*tag >> 3) == 0) {
-        return fail(err, CW_ERR_FIELD_ZERO, start, 0, 0, 0);
+        return cw_fail(err, CW_ERR_FIELD_ZERO, start, 0, 0, 0);
     }
     return 0;
 }
 
-/* Skip one field of an unknown number, groups included (iteratively, with
- * the open groups' field numbers on a bounded stack). */
-static int
-skip_field(const unsigned char *buf, size_t *pos, size_t end, unsigned wire_type,
-           uint64_t field, cw_frame_error *err)
+int
+cw_skip_field(const unsigned char *buf, size_t *pos, size_t end, unsigned wire_type,
+              uint64_t field, size_t max_depth, cw_frame_error *err)
 {
     uint64_t open[CW_MAX_GROUP_DEPTH];
     size_t depth = 0;
     size_t p = *pos;
     uint64_t value;
 
+    if (max_depth > CW_MAX_GROUP_DEPTH) {
+        max_depth = CW_MAX_GROUP_DEPTH;
+    }
     for (;;) {
         switch (wire_type) {
         case 0:
-            if (read_varint(buf, &p, end, &value, err) < 0) {
+            if (cw_read_varint(buf, &p, end, &value, err) < 0) {
                 return -1;
             }
             break;
         case 1:
             if (end - p < 8) {
-                return fail(err, CW_ERR_TRUNCATED_64, field, p, 0, 0);
+                return cw_fail(err, CW_ERR_TRUNCATED_64, field, p, 0, 0);
             }
             p += 8;
             break;
         case 5:
             if (end - p < 4) {
-                return fail(err, CW_ERR_TRUNCATED_32, field, p, 0, 0);
+                return cw_fail(err, CW_ERR_TRUNCATED_32, field, p, 0, 0);
             }
             p += 4;
             break;
         case 2:
-            if (read_varint(buf, &p, end, &value, err) < 0) {
+            if (cw_read_varint(buf, &p, end, &value, err) < 0) {
                 return -1;
             }
             if (value > end - p) {
-                return fail(err, CW_ERR_LENGTH, value, field, p, 0);
+                return cw_fail(err, CW_ERR_LENGTH, value, field, p, 0);
             }
             p += (size_t)value;
             break;
         case 3:
-            if (depth >= CW_MAX_GROUP_DEPTH) {
-                return fail(err, CW_ERR_GROUP_DEPTH, 0, 0, 0, 0);
+            if (depth >= max_depth) {
+                return cw_fail(err, CW_ERR_GROUP_DEPTH, max_depth, 0, 0, 0);
             }
             open[depth++] = field;
             break;
         case 4:
             /* Only reached for a field outside any group: inside one, an
              * end-group tag is handled below. */
-            return fail(err, CW_ERR_END_GROUP, field, 0, 0, 0);
+            return cw_fail(err, CW_ERR_END_GROUP, field, 0, 0, 0);
         default:
-            return fail(err, CW_ERR_BAD_WIRE_TYPE, wire_type, field, 0, 0);
+            return cw_fail(err, CW_ERR_BAD_WIRE_TYPE, wire_type, field, 0, 0);
         }
         /* Inside a group: read tags until one that is not an end-group. */
         for (;;) {
@@ -119,7 +120,7 @@ skip_field(const unsigned char *buf, size_t *pos, size_t end, unsigned wire_type
                 return 0;
             }
             tag_pos = p;
-            if (read_tag(buf, &p, end, &tag, err) < 0) {
+            if (cw_read_tag(buf, &p, end, &tag, err) < 0) {
                 return -1;
             }
             field = tag >> 3;
@@ -128,7 +129,7 @@ skip_field(const unsigned char *buf, size_t *pos, size_t end, unsigned wire_type
                 break;
             }
             if (field != open[depth - 1]) {
-                return fail(err, CW_ERR_GROUP_MISMATCH, field, tag_pos, open[depth - 1], 0);
+                return cw_fail(err, CW_ERR_GROUP_MISMATCH, field, tag_pos, open[depth - 1], 0);
             }
             depth--;
         }
@@ -150,20 +151,20 @@ cw_frame_decode(const unsigned char *buf, size_t len, int with_flush,
         uint64_t tag, field, value;
         unsigned wire_type;
 
-        if (read_tag(buf, &pos, end, &tag, err) < 0) {
+        if (cw_read_tag(buf, &pos, end, &tag, err) < 0) {
             return -1;
         }
         field = tag >> 3;
         wire_type = (unsigned)(tag & 7);
         if (field == 1 || field == 2) {
             if (wire_type != 2) {
-                return fail(err, CW_ERR_WIRE_TYPE, field, wire_type, 2, tag_pos);
+                return cw_fail(err, CW_ERR_WIRE_TYPE, field, wire_type, 2, tag_pos);
             }
-            if (read_varint(buf, &pos, end, &value, err) < 0) {
+            if (cw_read_varint(buf, &pos, end, &value, err) < 0) {
                 return -1;
             }
             if (value > end - pos) {
-                return fail(err, CW_ERR_LENGTH, value, field, pos, 0);
+                return cw_fail(err, CW_ERR_LENGTH, value, field, pos, 0);
             }
             if (field == 1) {
                 if (info->init_count == 0) {
@@ -182,9 +183,9 @@ cw_frame_decode(const unsigned char *buf, size_t len, int with_flush,
             pos += (size_t)value;
         } else if (field == 3 || (field == 4 && with_flush)) {
             if (wire_type != 0) {
-                return fail(err, CW_ERR_WIRE_TYPE, field, wire_type, 0, tag_pos);
+                return cw_fail(err, CW_ERR_WIRE_TYPE, field, wire_type, 0, tag_pos);
             }
-            if (read_varint(buf, &pos, end, &value, err) < 0) {
+            if (cw_read_varint(buf, &pos, end, &value, err) < 0) {
                 return -1;
             }
             if (field == 3) {
@@ -192,7 +193,7 @@ cw_frame_decode(const unsigned char *buf, size_t len, int with_flush,
             } else {
                 info->flush = value != 0;
             }
-        } else if (skip_field(buf, &pos, end, wire_type, field, err) < 0) {
+        } else if (cw_skip_field(buf, &pos, end, wire_type, field, CW_MAX_GROUP_DEPTH, err) < 0) {
             return -1;
         }
     }

@@ -100,10 +100,11 @@ enum {
     CW_ERR_LENGTH,            /* v0 length, v1 field, v2 offset */
     CW_ERR_TRUNCATED_64,      /* v0 field, v1 offset */
     CW_ERR_TRUNCATED_32,      /* v0 field, v1 offset */
-    CW_ERR_GROUP_DEPTH,       /* no values */
+    CW_ERR_GROUP_DEPTH,       /* v0 depth limit */
     CW_ERR_GROUP_MISMATCH,    /* v0 end field, v1 offset, v2 open field */
     CW_ERR_END_GROUP,         /* v0 field */
-    CW_ERR_BAD_WIRE_TYPE      /* v0 wire type, v1 field */
+    CW_ERR_BAD_WIRE_TYPE,     /* v0 wire type, v1 field */
+    CW_ERR_KIND_RANGE         /* v0 kind, v1 offset (batches only) */
 };
 
 typedef struct cw_frame_error {
@@ -121,6 +122,23 @@ typedef struct cw_frame_info {
     int complete;
     int flush;
 } cw_frame_info;
+
+/* Wire primitives, shared with the batch codec.  Each reads from buf[*pos]
+ * up to end, advances *pos past what it read and returns 0, or returns -1
+ * with *err filled (offsets in err are indexes into buf).  Never reads
+ * outside buf[*pos..end). */
+int cw_fail(cw_frame_error *err, int code, uint64_t a, uint64_t b, uint64_t c,
+            uint64_t d);
+int cw_read_varint(const unsigned char *buf, size_t *pos, size_t end,
+                   uint64_t *out, cw_frame_error *err);
+/* A tag: at most 32 bits, field number not 0. */
+int cw_read_tag(const unsigned char *buf, size_t *pos, size_t end,
+                uint64_t *tag, cw_frame_error *err);
+/* Skip the value of a field whose tag was just read, groups included
+ * (iteratively; at most max_depth nested, capped at CW_MAX_GROUP_DEPTH). */
+int cw_skip_field(const unsigned char *buf, size_t *pos, size_t end,
+                  unsigned wire_type, uint64_t field, size_t max_depth,
+                  cw_frame_error *err);
 
 /* Parse a body message of len bytes.  with_flush selects ServeHTTPResponse
  * (field 4 is the flush flag) over ServeHTTPRequest (field 4 unknown).

@@ -1,4 +1,4 @@
-# C declarations for _core_c.pyx: the ring buffer and frame helpers in csrc/.
+# C declarations for _core_c.pyx: the ring buffer, frame and batch helpers in csrc/.
 
 from libc.stdint cimport uint64_t
 
@@ -40,6 +40,7 @@ cdef extern from "frame.h" nogil:
         CW_ERR_GROUP_MISMATCH
         CW_ERR_END_GROUP
         CW_ERR_BAD_WIRE_TYPE
+        CW_ERR_KIND_RANGE
         CW_MAX_VARINT_LEN
         CW_MAX_GROUP_DEPTH
 
@@ -63,3 +64,26 @@ cdef extern from "frame.h" nogil:
     int cw_frame_decode(const unsigned char *buf, size_t len, int with_flush,
                         cw_frame_info *info, unsigned char *init_dest,
                         cw_frame_error *err)
+
+
+cdef extern from "batch.h" nogil:
+    enum:
+        CW_MUX_END
+        CW_MUX_FRAME
+        CW_MUX_BATCH_ERROR
+        CW_MUX_FRAME_ERROR
+
+    ctypedef struct cw_mux_frame:
+        uint64_t stream_id
+        uint64_t kind
+        uint64_t value
+        size_t payload_off
+        size_t payload_len
+
+    size_t cw_mux_frame_size(uint64_t stream_id, uint64_t kind, uint64_t value,
+                             size_t payload_len)
+    size_t cw_mux_entry_size(size_t frame_size)
+    unsigned char *cw_mux_put_head(unsigned char *p, size_t frame_size, uint64_t stream_id,
+                                   uint64_t kind, uint64_t value, size_t payload_len)
+    int cw_mux_next(const unsigned char *buf, size_t *pos, size_t end,
+                    cw_mux_frame *out, cw_frame_error *err)

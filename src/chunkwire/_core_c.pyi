@@ -112,6 +112,74 @@ def decode_request_frame(data: Any) -> RequestFrame:
 def decode_response_frame(data: Any) -> ResponseFrame:
     """Decode a ServeHTTPResponse; ``body`` is a zero-copy view into ``data``."""
 
+def encode_batch(frames: Iterable[tuple[int, int, int, Any]]) -> bytes:
+    """Protobuf bytes of MuxBatch with one MuxFrame per (stream_id, kind, value, payload).
+
+    Byte-identical to ``MuxBatch(frames=[MuxFrame(...), ...]).SerializeToString()``:
+    zero and empty fields are left out (proto3), every frame is written.
+    ``payload`` is any C-contiguous buffer. ``stream_id`` and ``value`` must
+    be in 0..2**64-1 and ``kind`` in 0..2**31-1, else OverflowError; a
+    non-integer is a TypeError, an item that is not four values a ValueError.
+    """
+
+class BatchWriter:
+    """Builds one MuxBatch frame by frame into a growing buffer.
+
+    ``add`` appends a frame and returns True, or returns False and adds
+    nothing when the batch already holds a frame and this one would take
+    its encoded size past ``limit`` bytes (a single frame larger than
+    ``limit`` still goes into an empty batch: it has nowhere else to go).
+    ``take()`` returns the encoded batch, byte-identical to ``encode_batch``
+    of the same frames, and leaves the writer empty for the next one.
+    Arguments are checked as ``encode_batch`` checks them.
+    """
+
+    def __init__(self, limit: int) -> None: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def nbytes(self) -> int:
+        """Encoded size of the batch so far."""
+    def __len__(self) -> int: ...
+    def add(self, stream_id: int, kind: int, value: int = 0, payload: Any = b"") -> bool:
+        """Append a frame; False (nothing added) when it would pass the limit."""
+    def add_body(
+        self,
+        stream_id: int,
+        kind: int,
+        body: Any,
+        *,
+        response: bool,
+        complete: bool = False,
+        flush: bool = False,
+        value: int = 0,
+    ) -> bool:
+        """Append a frame whose payload is a body message, straight from ``body``.
+
+        The payload is ``encode_response_frame(body, complete=, flush=)`` when
+        ``response`` is true, else ``encode_request_frame(body, complete=)``
+        (``flush`` there is a ValueError), written into the batch without an
+        intermediate bytes object. Returns what ``add`` returns.
+        """
+    def take(self) -> bytes:
+        """The encoded MuxBatch; the writer is empty again."""
+
+def decode_batch(
+    data: Any, *, max_frames: int | None = None
+) -> list[tuple[int, int, int, memoryview]]:
+    """Decode a MuxBatch into ``(stream_id, kind, value, payload)`` tuples, in order.
+
+    ``payload`` is a read-only zero-copy view into ``data`` (empty when the
+    frame has none); while any payload view lives, a bytearray ``data``
+    cannot be resized. Parsed as protobuf parses it: unknown fields of any
+    wire type (groups too) are skipped, and the last occurrence of a field
+    within a frame wins. Stricter than protobuf: a known field with another
+    wire type, or a kind of 2**32 or more, is a FrameError. Malformed or
+    truncated input raises FrameError naming what is wrong and where
+    (``frame N:`` when it is inside the N-th frame); so does a batch of more
+    than ``max_frames`` frames (None: no limit).
+    """
+
 def encode_sse(
     data: Any,
     *,
@@ -129,13 +197,18 @@ def encode_sse(
 __all__ = [
     "COMPILED",
     "DEFAULT_CHUNK_SIZE",
+    "BatchWriter",
     "Chunker",
     "FrameError",
     "RequestFrame",
     "ResponseFrame",
+    "decode_batch",
     "decode_request_frame",
     "decode_response_frame",
+    "encode_batch",
     "encode_request_frame",
     "encode_response_frame",
     "encode_sse",
+    "join_request_frame",
+    "join_response_frame",
 ]

@@ -12,7 +12,8 @@ from cpython.bytes cimport (
     PyBytes_GET_SIZE,
 )
 from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.long cimport PyLong_AsUnsignedLongLong, PyLong_CheckExact, PyLong_FromUnsignedLongLong
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from cpython.sequence cimport (
     PySequence_Fast,
@@ -20,6 +21,7 @@ from cpython.sequence cimport (
     PySequence_Fast_GET_SIZE,
 )
 from cpython.number cimport PyNumber_AsSsize_t, PyNumber_Index as _index
+from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Check
 from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcpy, strcmp
@@ -410,13 +412,15 @@ cdef object _frame_error(cw_frame_error *err):
     elif code == CW_ERR_TRUNCATED_32:
         msg = f"truncated 32-bit field {v[0]} at offset {v[1]}"
     elif code == CW_ERR_GROUP_DEPTH:
-        msg = f"groups nested deeper than {CW_MAX_GROUP_DEPTH}"
+        msg = f"groups nested deeper than {v[0]}"
     elif code == CW_ERR_GROUP_MISMATCH:
         msg = f"end of group {v[0]} at offset {v[1]} does not close group {v[2]}"
     elif code == CW_ERR_END_GROUP:
         msg = f"end of group {v[0]} without a start"
     elif code == CW_ERR_BAD_WIRE_TYPE:
         msg = f"invalid wire type {v[0]} for field {v[1]}"
+    elif code == CW_ERR_KIND_RANGE:
+        msg = f"kind {v[0]} out of range 0..2**32-1 at offset {v[1]}"
     else:  # pragma: no cover - every code above is covered
         msg = f"malformed frame (error {code})"
     return FrameError(msg)
@@ -480,6 +484,278 @@ def decode_response_frame(data):
     frame.complete = True if info.complete else False
     frame.flush = True if info.flush else False
     return frame
+
+
+# -- multiplexed batches -------------------------------------------------------------
+
+
+cdef uint64_t _U64_MAX = 0xFFFFFFFFFFFFFFFF
+cdef uint64_t _KIND_MAX = 0x7FFFFFFF
+
+
+cdef int _as_uint(object x, str name, uint64_t hi, str hi_text, uint64_t *out) except -1:
+    """``operator.index(x)`` checked against 0..hi, into out."""
+    cdef unsigned long long v
+    if not PyLong_CheckExact(x):
+        x = _index(x)
+    try:
+        v = PyLong_AsUnsignedLongLong(x)
+    except OverflowError:
+        raise OverflowError(f"{name} out of range 0..{hi_text}") from None
+    if v > hi:
+        raise OverflowError(f"{name} out of range 0..{hi_text}")
+    out[0] = v
+    return 0
+
+
+cdef inline int _frame_ints(object stream_id, object kind, object value,
+                            uint64_t *ints) except -1:
+    _as_uint(stream_id, "stream_id", _U64_MAX, "2**64-1", &ints[0])
+    _as_uint(kind, "kind", _KIND_MAX, "2**31-1", &ints[1])
+    _as_uint(value, "value", _U64_MAX, "2**64-1", &ints[2])
+    return 0
+
+
+cdef object _frame_tuple(object item):
+    t = item if PyTuple_CheckExact(item) else tuple(item)
+    if PyTuple_GET_SIZE(t) != 4:
+        raise ValueError(
+            f"a frame is (stream_id, kind, value, payload), got {PyTuple_GET_SIZE(t)} items"
+        )
+    return t
+
+
+ctypedef struct _batch_entry:
+    uint64_t ints[3]
+    size_t frame_size
+    Py_buffer view
+
+
+def encode_batch(frames):
+    """Protobuf bytes of MuxBatch with one MuxFrame per (stream_id, kind, value, payload)."""
+    cdef _batch_entry *entries
+    cdef _batch_entry *e
+    cdef Py_ssize_t count, taken = 0, i
+    cdef size_t total = 0, entry
+    cdef unsigned char *p
+    seq = PySequence_Fast(
+        frames, "frames must be an iterable of (stream_id, kind, value, payload) tuples"
+    )
+    count = PySequence_Fast_GET_SIZE(seq)
+    entries = <_batch_entry *>PyMem_Malloc(
+        <size_t>(count if count else 1) * sizeof(_batch_entry)
+    )
+    if entries == NULL:
+        raise MemoryError()
+    try:
+        while taken < count:
+            e = &entries[taken]
+            t = _frame_tuple(<object>PySequence_Fast_GET_ITEM(seq, taken))
+            _frame_ints(
+                <object>PyTuple_GET_ITEM(t, 0),
+                <object>PyTuple_GET_ITEM(t, 1),
+                <object>PyTuple_GET_ITEM(t, 2),
+                e.ints,
+            )
+            _get_bytes_view(<object>PyTuple_GET_ITEM(t, 3), &e.view)
+            taken += 1
+            e.frame_size = cw_mux_frame_size(
+                e.ints[0], e.ints[1], e.ints[2], <size_t>e.view.len
+            )
+            entry = cw_mux_entry_size(e.frame_size)
+            if entry > <size_t>PY_SSIZE_T_MAX - total:
+                raise OverflowError("batch is too long for a Python bytes object")
+            total += entry
+        out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
+        p = <unsigned char *>PyBytes_AS_STRING(out)
+        for i in range(count):
+            e = &entries[i]
+            p = cw_mux_put_head(
+                p, e.frame_size, e.ints[0], e.ints[1], e.ints[2], <size_t>e.view.len
+            )
+            if e.view.len:
+                memcpy(p, e.view.buf, <size_t>e.view.len)
+                p += e.view.len
+    finally:
+        for i in range(taken):
+            PyBuffer_Release(&entries[i].view)
+        PyMem_Free(entries)
+    return out
+
+
+cdef class BatchWriter:
+    """Builds one MuxBatch frame by frame into a growing buffer.
+
+    See ``chunkwire._core_py.BatchWriter``.
+    """
+
+    cdef unsigned char *_buf
+    cdef size_t _cap
+    cdef size_t _len
+    cdef Py_ssize_t _count
+    cdef size_t _limit
+
+    def __init__(self, limit):
+        limit = _index(limit)
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self._limit = <size_t>(limit if limit < PY_SSIZE_T_MAX else PY_SSIZE_T_MAX)
+        PyMem_Free(self._buf)
+        self._buf = NULL
+        self._cap = self._len = 0
+        self._count = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self._buf)
+
+    @property
+    def limit(self):
+        return self._limit
+
+    @property
+    def nbytes(self):
+        """Encoded size of the batch so far."""
+        return self._len
+
+    def __len__(self):
+        return self._count
+
+    cdef inline bint _refuses(self, size_t entry) noexcept:
+        return self._count and (entry > self._limit or self._len > self._limit - entry)
+
+    cdef unsigned char *_reserve(self, size_t entry) except NULL:
+        """Room for entry more bytes at the end of the batch."""
+        cdef size_t need, cap
+        cdef unsigned char *buf
+        if entry > <size_t>PY_SSIZE_T_MAX - self._len:
+            raise OverflowError("batch is too long for a Python bytes object")
+        need = self._len + entry
+        if need > self._cap:
+            cap = self._cap * 2 if self._cap else 4096
+            if cap < need:
+                cap = need
+            if cap > <size_t>PY_SSIZE_T_MAX:
+                cap = <size_t>PY_SSIZE_T_MAX
+            buf = <unsigned char *>PyMem_Realloc(self._buf, cap)
+            if buf == NULL:
+                raise MemoryError()
+            self._buf = buf
+            self._cap = cap
+        return self._buf + self._len
+
+    def add(self, stream_id, kind, value=0, payload=b""):
+        """Append a frame; False (nothing added) when it would pass the limit."""
+        cdef uint64_t ints[3]
+        cdef Py_buffer view
+        cdef size_t n, frame_size, entry
+        cdef unsigned char *p
+        _frame_ints(stream_id, kind, value, ints)
+        _get_bytes_view(payload, &view)
+        try:
+            n = <size_t>view.len
+            frame_size = cw_mux_frame_size(ints[0], ints[1], ints[2], n)
+            entry = cw_mux_entry_size(frame_size)
+            if self._refuses(entry):
+                return False
+            p = self._reserve(entry)
+            p = cw_mux_put_head(p, frame_size, ints[0], ints[1], ints[2], n)
+            if n:
+                memcpy(p, view.buf, n)
+        finally:
+            PyBuffer_Release(&view)
+        self._len += entry
+        self._count += 1
+        return True
+
+    def add_body(self, stream_id, kind, body, *, response, complete=False, flush=False,
+                 value=0):
+        """Append a frame whose payload is a body message; see the pure twin."""
+        cdef uint64_t ints[3]
+        cdef Py_buffer view
+        cdef size_t n, body_size, frame_size, entry
+        cdef unsigned char *p
+        cdef int c = 1 if complete else 0
+        cdef int f = 1 if flush else 0
+        _frame_ints(stream_id, kind, value, ints)
+        if f and not response:
+            raise ValueError("flush is only for response bodies")
+        _get_bytes_view(body, &view)
+        try:
+            n = <size_t>view.len
+            body_size = cw_frame_size(n, c, f)
+            frame_size = cw_mux_frame_size(ints[0], ints[1], ints[2], body_size)
+            entry = cw_mux_entry_size(frame_size)
+            if self._refuses(entry):
+                return False
+            p = self._reserve(entry)
+            p = cw_mux_put_head(p, frame_size, ints[0], ints[1], ints[2], body_size)
+            p = cw_frame_put_head(p, n)
+            if n:
+                memcpy(p, view.buf, n)
+            cw_frame_put_tail(p + n, c, f)
+        finally:
+            PyBuffer_Release(&view)
+        self._len += entry
+        self._count += 1
+        return True
+
+    def take(self):
+        """The encoded MuxBatch; the writer is empty again."""
+        out = PyBytes_FromStringAndSize(<char *>self._buf, <Py_ssize_t>self._len)
+        self._len = 0
+        self._count = 0
+        if self._cap > 2 * self._limit:
+            # One oversized frame must not pin its size for the connection's life.
+            PyMem_Free(self._buf)
+            self._buf = NULL
+            self._cap = 0
+        return out
+
+    def __repr__(self):
+        return f"<BatchWriter frames={self._count} nbytes={self._len} limit={self._limit}>"
+
+
+cdef object _batch_error(cw_frame_error *err, int rc, Py_ssize_t index):
+    exc = _frame_error(err)
+    if rc == CW_MUX_FRAME_ERROR:
+        return FrameError(f"frame {index}: {exc}")
+    return exc
+
+
+def decode_batch(data, *, max_frames=None):
+    """Decode a MuxBatch into (stream_id, kind, value, payload) tuples; see the pure twin."""
+    cdef cw_mux_frame frame
+    cdef cw_frame_error err
+    cdef const Py_buffer *view
+    cdef const unsigned char *buf
+    cdef size_t pos = 0, end
+    cdef Py_ssize_t index = 0, most = PY_SSIZE_T_MAX
+    cdef int rc
+    if max_frames is not None:
+        max_frames = _index(max_frames)
+        if max_frames < 0:
+            raise ValueError(f"max_frames must be >= 0, got {max_frames}")
+        most = max_frames if max_frames < PY_SSIZE_T_MAX else PY_SSIZE_T_MAX
+    mv = _as_bytes_memoryview(data).toreadonly()
+    view = PyMemoryView_GET_BUFFER(mv)
+    buf = <const unsigned char *>view.buf
+    end = <size_t>view.len
+    out = []
+    while True:
+        rc = cw_mux_next(buf, &pos, end, &frame, &err)
+        if rc == CW_MUX_END:
+            return out
+        if rc != CW_MUX_FRAME:
+            raise _batch_error(&err, rc, index)
+        if index >= most:
+            raise FrameError(f"more than {most} frames in the batch")
+        out.append((
+            PyLong_FromUnsignedLongLong(frame.stream_id),
+            PyLong_FromUnsignedLongLong(frame.kind),
+            PyLong_FromUnsignedLongLong(frame.value),
+            mv[frame.payload_off : frame.payload_off + frame.payload_len],
+        ))
+        index += 1
 
 
 # -- Server-Sent Events ------------------------------------------------------------
@@ -615,13 +891,18 @@ def encode_sse(data, *, event=None, id=None, retry=None):
 __all__ = [
     "COMPILED",
     "DEFAULT_CHUNK_SIZE",
+    "BatchWriter",
     "Chunker",
     "FrameError",
     "RequestFrame",
     "ResponseFrame",
+    "decode_batch",
     "decode_request_frame",
     "decode_response_frame",
+    "encode_batch",
     "encode_request_frame",
     "encode_response_frame",
     "encode_sse",
+    "join_request_frame",
+    "join_response_frame",
 ]

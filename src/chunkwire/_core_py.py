@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 import re
+import sys
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -354,7 +355,15 @@ def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
     raise FrameError(f"varint longer than {_MAX_VARINT_LEN} bytes at offset {start}")
 
 
-def _skip_field(buf: memoryview, pos: int, end: int, wire_type: int, field: int, depth: int) -> int:
+def _skip_field(
+    buf: memoryview,
+    pos: int,
+    end: int,
+    wire_type: int,
+    field: int,
+    depth: int,
+    max_depth: int = _MAX_GROUP_DEPTH,
+) -> int:
     if wire_type == 0:
         return _read_varint(buf, pos, end)[1]
     if wire_type == 1:
@@ -371,8 +380,8 @@ def _skip_field(buf: memoryview, pos: int, end: int, wire_type: int, field: int,
             raise FrameError(f"length {length} of field {field} runs past the end at offset {pos}")
         return pos + length
     if wire_type == 3:
-        if depth >= _MAX_GROUP_DEPTH:
-            raise FrameError(f"groups nested deeper than {_MAX_GROUP_DEPTH}")
+        if depth >= max_depth:
+            raise FrameError(f"groups nested deeper than {max_depth}")
         while True:
             tag_pos = pos
             tag, pos = _read_tag(buf, pos, end)
@@ -384,7 +393,7 @@ def _skip_field(buf: memoryview, pos: int, end: int, wire_type: int, field: int,
                         f"does not close group {field}"
                     )
                 return pos
-            pos = _skip_field(buf, pos, end, inner_type, inner_field, depth + 1)
+            pos = _skip_field(buf, pos, end, inner_type, inner_field, depth + 1, max_depth)
     if wire_type == 4:
         raise FrameError(f"end of group {field} without a start")
     raise FrameError(f"invalid wire type {wire_type} for field {field}")
@@ -474,6 +483,286 @@ def decode_response_frame(data: Any) -> ResponseFrame:
     return ResponseFrame(init, body, complete, flush)
 
 
+# -- multiplexed batches -----------------------------------------------------
+#
+# MuxBatch { repeated MuxFrame frames = 1; }
+# MuxFrame { uint64 stream_id = 1; FrameKind kind = 2; uint64 value = 3; bytes payload = 4; }
+
+_TAG_MUX_FRAME = 0x0A
+_TAG_MUX_STREAM = 0x08
+_TAG_MUX_KIND = 0x10
+_TAG_MUX_VALUE = 0x18
+_TAG_MUX_PAYLOAD = 0x22
+
+_U64_MAX = (1 << 64) - 1
+_KIND_MAX = (1 << 31) - 1  # FrameKind is an int32 enum; negative kinds are not sent
+_DECODED_KIND_MAX = (1 << 32) - 1
+
+
+def _uint(x: Any, name: str, hi: int, hi_text: str) -> int:
+    x = operator.index(x)
+    if x < 0 or x > hi:
+        raise OverflowError(f"{name} out of range 0..{hi_text}")
+    return x
+
+
+def _frame_ints(stream_id: Any, kind: Any, value: Any) -> tuple[int, int, int]:
+    return (
+        _uint(stream_id, "stream_id", _U64_MAX, "2**64-1"),
+        _uint(kind, "kind", _KIND_MAX, "2**31-1"),
+        _uint(value, "value", _U64_MAX, "2**64-1"),
+    )
+
+
+def _frame_head(stream_id: int, kind: int, value: int, payload_len: int) -> bytes:
+    """A batch entry up to its payload bytes (which are payload_len long)."""
+    fields = bytearray()
+    if stream_id:
+        fields.append(_TAG_MUX_STREAM)
+        fields += _varint(stream_id)
+    if kind:
+        fields.append(_TAG_MUX_KIND)
+        fields += _varint(kind)
+    if value:
+        fields.append(_TAG_MUX_VALUE)
+        fields += _varint(value)
+    if payload_len:
+        fields.append(_TAG_MUX_PAYLOAD)
+        fields += _varint(payload_len)
+    size = len(fields) + payload_len
+    return b"%c%b%b" % (_TAG_MUX_FRAME, _varint(size), fields)
+
+
+def encode_batch(frames: Iterable[tuple[int, int, int, Any]]) -> bytes:
+    """Protobuf bytes of MuxBatch with one MuxFrame per (stream_id, kind, value, payload).
+
+    Byte-identical to ``MuxBatch(frames=[MuxFrame(...), ...]).SerializeToString()``:
+    zero and empty fields are left out (proto3), every frame is written.
+    ``payload`` is any C-contiguous buffer. ``stream_id`` and ``value`` must
+    be in 0..2**64-1 and ``kind`` in 0..2**31-1, else OverflowError; a
+    non-integer is a TypeError, an item that is not four values a ValueError.
+    """
+    try:
+        items = iter(frames)
+    except TypeError:
+        raise TypeError(
+            "frames must be an iterable of (stream_id, kind, value, payload) tuples"
+        ) from None
+    parts: list[bytes | memoryview] = []
+    views: list[memoryview] = []
+    try:
+        for item in list(items):
+            t = _frame_tuple(item)
+            stream_id, kind, value = _frame_ints(t[0], t[1], t[2])
+            view = _as_bytes_view(t[3])
+            views.append(view)
+            parts.append(_frame_head(stream_id, kind, value, view.nbytes))
+            parts.append(view)
+        return b"".join(parts)
+    finally:
+        for view in views:
+            view.release()
+
+
+def _frame_tuple(item: Any) -> tuple[Any, ...]:
+    t = item if type(item) is tuple else tuple(item)
+    if len(t) != 4:
+        raise ValueError(f"a frame is (stream_id, kind, value, payload), got {len(t)} items")
+    return t
+
+
+class BatchWriter:
+    """Builds one MuxBatch frame by frame into a growing buffer.
+
+    ``add`` appends a frame and returns True, or returns False and adds
+    nothing when the batch already holds a frame and this one would take
+    its encoded size past ``limit`` bytes (a single frame larger than
+    ``limit`` still goes into an empty batch: it has nowhere else to go).
+    ``take()`` returns the encoded batch, byte-identical to ``encode_batch``
+    of the same frames, and leaves the writer empty for the next one.
+    Arguments are checked as ``encode_batch`` checks them.
+    """
+
+    __slots__ = ("_buf", "_count", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        limit = operator.index(limit)
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self._limit = min(limit, sys.maxsize)
+        self._buf = bytearray()
+        self._count = 0
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def nbytes(self) -> int:
+        """Encoded size of the batch so far."""
+        return len(self._buf)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _refuses(self, entry: int) -> bool:
+        return self._count > 0 and len(self._buf) + entry > self._limit
+
+    def add(self, stream_id: int, kind: int, value: int = 0, payload: Any = b"") -> bool:
+        """Append a frame; False (nothing added) when it would pass the limit."""
+        stream_id, kind, value = _frame_ints(stream_id, kind, value)
+        with _as_bytes_view(payload) as view:
+            head = _frame_head(stream_id, kind, value, view.nbytes)
+            if self._refuses(len(head) + view.nbytes):
+                return False
+            self._buf += head
+            self._buf += view
+        self._count += 1
+        return True
+
+    def add_body(
+        self,
+        stream_id: int,
+        kind: int,
+        body: Any,
+        *,
+        response: bool,
+        complete: bool = False,
+        flush: bool = False,
+        value: int = 0,
+    ) -> bool:
+        """Append a frame whose payload is a body message, straight from ``body``.
+
+        The payload is ``encode_response_frame(body, complete=, flush=)`` when
+        ``response`` is true, else ``encode_request_frame(body, complete=)``
+        (``flush`` there is a ValueError), written into the batch without an
+        intermediate bytes object. Returns what ``add`` returns.
+        """
+        stream_id, kind, value = _frame_ints(stream_id, kind, value)
+        if flush and not response:
+            raise ValueError("flush is only for response bodies")
+        with _as_bytes_view(body) as view:
+            n = view.nbytes
+            body_head = b"%c%b" % (_TAG_BODY, _varint(n)) if n else b""
+            tail = (b"\x18\x01" if complete else b"") + (b"\x20\x01" if flush else b"")
+            body_size = len(body_head) + n + len(tail)
+            head = _frame_head(stream_id, kind, value, body_size)
+            if self._refuses(len(head) + body_size):
+                return False
+            self._buf += head
+            self._buf += body_head
+            self._buf += view
+            self._buf += tail
+        self._count += 1
+        return True
+
+    def take(self) -> bytes:
+        """The encoded MuxBatch; the writer is empty again."""
+        out = bytes(self._buf)
+        self._buf = bytearray()
+        self._count = 0
+        return out
+
+    def __repr__(self) -> str:
+        return f"<BatchWriter frames={self._count} nbytes={len(self._buf)} limit={self._limit}>"
+
+
+def _parse_mux_frame(view: memoryview, pos: int, end: int) -> tuple[int, int, int, int, int]:
+    stream_id = kind = value = 0
+    payload_start = payload_end = 0
+    while pos < end:
+        tag_pos = pos
+        tag, pos = _read_tag(view, pos, end)
+        field, wire_type = tag >> 3, tag & 7
+        if 1 <= field <= 3:
+            _expect(field, wire_type, 0, tag_pos)
+            value_pos = pos
+            number, pos = _read_varint(view, pos, end)
+            if field == 1:
+                stream_id = number
+            elif field == 2:
+                if number > _DECODED_KIND_MAX:
+                    raise FrameError(
+                        f"kind {number} out of range 0..2**32-1 at offset {value_pos}"
+                    )
+                kind = number
+            else:
+                value = number
+        elif field == 4:
+            _expect(field, wire_type, 2, tag_pos)
+            length, pos = _read_varint(view, pos, end)
+            if length > end - pos:
+                raise FrameError(
+                    f"length {length} of field {field} runs past the end at offset {pos}"
+                )
+            payload_start, payload_end = pos, pos + length
+            pos += length
+        else:
+            # The frame is one level of nesting already.
+            pos = _skip_field(view, pos, end, wire_type, field, 0, _MAX_GROUP_DEPTH - 1)
+    return stream_id, kind, value, payload_start, payload_end
+
+
+def _parse_batch(view: memoryview, most: int) -> list[tuple[int, int, int, int, int]]:
+    end = view.nbytes
+    pos = 0
+    frames: list[tuple[int, int, int, int, int]] = []
+    while pos < end:
+        tag_pos = pos
+        tag, pos = _read_tag(view, pos, end)
+        field, wire_type = tag >> 3, tag & 7
+        if field != 1:
+            pos = _skip_field(view, pos, end, wire_type, field, 0)
+            continue
+        _expect(field, wire_type, 2, tag_pos)
+        length, pos = _read_varint(view, pos, end)
+        if length > end - pos:
+            raise FrameError(f"length {length} of field 1 runs past the end at offset {pos}")
+        try:
+            frame = _parse_mux_frame(view, pos, pos + length)
+        except FrameError as exc:
+            raise FrameError(f"frame {len(frames)}: {exc}") from None
+        if len(frames) >= most:
+            raise FrameError(f"more than {most} frames in the batch")
+        frames.append(frame)
+        pos += length
+    return frames
+
+
+def decode_batch(
+    data: Any, *, max_frames: int | None = None
+) -> list[tuple[int, int, int, memoryview]]:
+    """Decode a MuxBatch into ``(stream_id, kind, value, payload)`` tuples, in order.
+
+    ``payload`` is a read-only zero-copy view into ``data`` (empty when the
+    frame has none); while any payload view lives, a bytearray ``data``
+    cannot be resized. Parsed as protobuf parses it: unknown fields of any
+    wire type (groups too) are skipped, and the last occurrence of a field
+    within a frame wins. Stricter than protobuf: a known field with another
+    wire type, or a kind of 2**32 or more, is a FrameError. Malformed or
+    truncated input raises FrameError naming what is wrong and where
+    (``frame N:`` when it is inside the N-th frame); so does a batch of more
+    than ``max_frames`` frames (None: no limit).
+    """
+    most = sys.maxsize
+    if max_frames is not None:
+        max_frames = operator.index(max_frames)
+        if max_frames < 0:
+            raise ValueError(f"max_frames must be >= 0, got {max_frames}")
+        most = min(max_frames, sys.maxsize)
+    view = _as_bytes_view(data).toreadonly()
+    try:
+        frames = _parse_batch(view, most)
+    except FrameError:
+        # The traceback keeps frames alive: don't leave data's buffer exported.
+        view.release()
+        raise
+    return [
+        (stream_id, kind, value, view[start:end])
+        for stream_id, kind, value, start, end in frames
+    ]
+
+
 # -- Server-Sent Events ------------------------------------------------------
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
@@ -527,12 +816,15 @@ def encode_sse(
 __all__ = [
     "COMPILED",
     "DEFAULT_CHUNK_SIZE",
+    "BatchWriter",
     "Chunker",
     "FrameError",
     "RequestFrame",
     "ResponseFrame",
+    "decode_batch",
     "decode_request_frame",
     "decode_response_frame",
+    "encode_batch",
     "encode_request_frame",
     "encode_response_frame",
     "encode_sse",

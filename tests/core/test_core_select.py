@@ -18,12 +18,15 @@ from chunkwire import _core, _core_py, _errors
 NAMES = [
     "COMPILED",
     "DEFAULT_CHUNK_SIZE",
+    "BatchWriter",
     "Chunker",
     "FrameError",
     "RequestFrame",
     "ResponseFrame",
+    "decode_batch",
     "decode_request_frame",
     "decode_response_frame",
+    "encode_batch",
     "encode_request_frame",
     "encode_response_frame",
     "encode_sse",
@@ -89,6 +92,7 @@ def test_selector_exports(core: ModuleType) -> None:
     for name in NAMES:
         assert hasattr(core, name), name
     assert set(_core.__all__) == set(NAMES)
+    assert set(core.__all__) == set(NAMES) - {"FrameError"} | {"FrameError"}
 
 
 def test_compiled_flag(core: ModuleType, request: pytest.FixtureRequest) -> None:
