@@ -92,21 +92,26 @@ class RawClient:
                 raise Aborted(status, b"".join(parts))
 
 
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (or resets, or the timeout passes)."""
+    chunks = []
+    while True:
+        try:
+            piece = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not piece:
+            break
+        chunks.append(piece)
+    return b"".join(chunks)
+
+
 def raw_exchange(url: str, data: bytes, timeout: float = 20.0) -> bytes:
     """Send ``data`` as is, return everything until the server closes (or times out)."""
     split = urlsplit(url)
     with socket.create_connection((split.hostname, split.port), timeout=timeout) as sock:
         sock.sendall(data)
-        chunks = []
-        while True:
-            try:
-                piece = sock.recv(65536)
-            except (ConnectionResetError, TimeoutError):
-                break
-            if not piece:
-                break
-            chunks.append(piece)
-        return b"".join(chunks)
+        return read_until_closed(sock)
 
 
 def status_of(response: bytes) -> int:

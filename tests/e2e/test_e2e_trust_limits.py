@@ -19,7 +19,7 @@ import grpc.aio
 import pytest
 from bodies import stamped
 from conftest import start_gateway, start_plugin
-from raw_http import raw_exchange, status_of
+from raw_http import raw_exchange, read_until_closed, status_of
 
 from chunkwire._core import decode_response_frame, encode_request_frame
 from chunkwire._proto import http_pb2
@@ -93,12 +93,7 @@ def test_a_14_mb_header_block_is_refused_early(limits):
             sent += len(block)
     except (BrokenPipeError, ConnectionResetError):
         pass
-    answer = b""
-    try:
-        while piece := sock.recv(65536):
-            answer += piece
-    except ConnectionResetError:
-        pass
+    answer = read_until_closed(sock)
     sock.close()
     assert status_of(answer) == 431
     assert sent < 14_000_000  # the gateway hung up long before the end
@@ -122,9 +117,7 @@ def test_uploads_in_one_byte_segments_stay_bounded(limits):
             )
             for i in range(size):
                 sock.send(body[i : i + 1])
-            answer = b""
-            while piece := sock.recv(65536):
-                answer += piece
+            answer = read_until_closed(sock)
             sock.close()
             assert status_of(answer) == 200
             doc = json.loads(answer.partition(b"\r\n\r\n")[2])

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from bodies import stamped
 from conftest import HERE, _env, start_gateway, start_plugin, start_script
+from raw_http import read_until_closed
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -67,16 +68,6 @@ def test_40_second_upload_with_default_settings(honest):
         gateway.stop()
 
 
-def read_all(sock: socket.socket) -> bytes:
-    data = b""
-    try:
-        while piece := sock.recv(65536):
-            data += piece
-    except (ConnectionResetError, TimeoutError):
-        pass
-    return data
-
-
 @pytest.mark.parametrize("trickle", [False, True], ids=["stalled", "one-byte-a-second"])
 def test_slow_request_headers_get_408(honest, trickle):
     gateway, url = start_gateway({"honest": f"unix:{honest}"}, "--header-timeout", "2")
@@ -97,9 +88,9 @@ def test_slow_request_headers_get_408(honest, trickle):
                 except (BrokenPipeError, ConnectionResetError):
                     break
             sock.settimeout(30)
-            answer += read_all(sock)
+            answer += read_until_closed(sock)
         else:
-            answer = read_all(sock)
+            answer = read_until_closed(sock)
         sock.close()
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
         assert time.monotonic() - start < 20

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+
+import e2e_apps
 
 from chunkwire import Plugin
 from chunkwire.plugin import Request, Response
@@ -41,12 +42,4 @@ async def target(request: Request, response: Response) -> None:
     }
     await response.write(json.dumps(fields).encode())
 
-
-@honest.route("/upload", methods=["POST", "PUT"])
-async def upload(request: Request, response: Response) -> None:
-    digest = hashlib.sha256()
-    size = 0
-    async for chunk in request.body:
-        digest.update(chunk)
-        size += len(chunk)
-    await response.write(json.dumps({"bytes": size, "sha256": digest.hexdigest()}).encode())
+honest.add_route("/upload", e2e_apps.upload, methods=["POST", "PUT"])

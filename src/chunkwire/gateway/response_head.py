@@ -38,6 +38,16 @@ _HOP_BY_HOP = frozenset(
 _CONTENT_LENGTH = b"content-length"
 
 
+def valid_header_name(name: str) -> bool:
+    """An RFC 9110 token (what an HTTP/1.1 server can send as a field name)."""
+    return _TOKEN.fullmatch(name) is not None
+
+
+def valid_header_value(value: bytes) -> bool:
+    """No control characters but HTAB (no CR, LF or NUL to split or end a field)."""
+    return _BAD_VALUE.search(value) is None
+
+
 class BadResponse(Exception):
     """The plugin's response cannot be relayed; ``status`` is what the client gets."""
 
@@ -81,11 +91,11 @@ def check_response_head(
     transfer_encoding = False
     for header in headers:
         key = header.key
-        if not _TOKEN.fullmatch(key):
+        if not valid_header_name(key):
             raise BadResponse(f"invalid header name {key[:40]!r}")
         lower = key.lower()
         for value in header.values:
-            if _BAD_VALUE.search(value):
+            if not valid_header_value(value):
                 raise BadResponse(f"invalid value in header {key!r}")
         if lower == "content-length":
             lengths.extend(header.values)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -29,6 +28,7 @@ import grpc.aio
 from .. import _websocket as wire
 from .._proto import http_pb2
 from .forward import unreachable
+from .response_head import valid_header_name, valid_header_value
 from .types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -41,8 +41,6 @@ EOF = grpc.aio.EOF
 # After either side closed, how long the other may take to end the call.
 _CLOSE_GRACE = 5.0
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
 # The handshake's own headers are the server's to write.
 _RESERVED = frozenset(
     {
@@ -65,13 +63,13 @@ class BadAnswer(Exception):
 def _headers(headers: Any, reserved: frozenset[bytes] = _RESERVED) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     for header in headers:
-        name = header.key.lower().encode("latin-1", errors="replace")
-        if not _TOKEN.fullmatch(name):
+        if not valid_header_name(header.key):
             raise BadAnswer(f"invalid header name {header.key!r}")
+        name = header.key.lower().encode("ascii")
         if name in reserved:
             raise BadAnswer(f"header {header.key!r} is set by the gateway")
         for value in header.values:
-            if _BAD_VALUE.search(value):
+            if not valid_header_value(value):
                 raise BadAnswer(f"invalid value in header {header.key!r}")
             out.append((name, value))
     return out
