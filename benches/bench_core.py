@@ -13,7 +13,8 @@ Sizes (override with environment variables, same for every implementation):
 - CHUNKWIRE_BENCH_BULK_MIB, default 256 MiB per round (BENCHMARKS.md says
   1 GiB; a quarter keeps rounds short on a shared 2-core machine; the
   ratios are what matters);
-- CHUNKWIRE_BENCH_SSE_EVENTS, default 10,000 events.
+- CHUNKWIRE_BENCH_SSE_EVENTS, default 10,000 events;
+- batches: 64 frames of 1.1 KB and 16 frames of 64 KiB per MuxBatch, fixed.
 
 Every round's work is checked once, outside the timing, so a benchmark never
 measures a broken path. ``extra_info`` holds the bytes and operations per
@@ -31,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from chunkwire._proto import http_pb2
+from chunkwire._proto import http_pb2, plugin_pb2
 
 CHUNK = 65536
 SMALL_WRITES = int(os.environ.get("CHUNKWIRE_BENCH_SMALL_WRITES", 1_000_000))
@@ -368,3 +369,114 @@ def test_sse_small_events(benchmark: Any, impl: str) -> None:
     expected = b"".join(reference(data, event="token", id=ident) for data, ident in events)
     assert b"".join(encode(data, event="token", id=ident) for data, ident in events) == expected
     measure(benchmark, run, rounds=20, bytes=len(expected), ops=SSE_EVENTS)
+
+
+# -- multiplexed batches ------------------------------------------------------
+#
+# A batch as the multiplexed connection sends it: DATA frames whose payloads
+# are ServeHTTPResponse body messages, written with BatchWriter.add_body (c,
+# py) or built with protobuf's generated classes (payload serialised, then
+# the batch). Decoding reads every frame's payload. Two shapes: 64 frames of
+# 1.1 KB (small responses) and 16 frames of 64 KiB (a download's chunks).
+# ``memcpy``: one memmove of the whole batch, the floor for encoding.
+
+BATCH_IMPLS = ["c", "py", "protobuf"]
+DATA = 2  # FrameKind.FRAME_KIND_DATA
+
+
+def batch_bodies(size: int, count: int) -> list[bytes]:
+    """Distinct bodies: SOURCE at a different offset each."""
+    return [(SOURCE[i * 977 :] + SOURCE)[:size] for i in range(count)]
+
+
+def batch_encoder(impl: str, bodies: list[bytes]) -> Callable[[], bytes]:
+    if impl == "protobuf":
+        batch, frame = plugin_pb2.MuxBatch, plugin_pb2.MuxFrame
+        body = http_pb2.ServeHTTPResponse
+
+        def run_protobuf() -> bytes:
+            frames = [
+                frame(
+                    stream_id=2 * i + 1,
+                    kind=DATA,
+                    payload=body(body_chunk=b, flush=True).SerializeToString(),
+                )
+                for i, b in enumerate(bodies)
+            ]
+            return batch(frames=frames).SerializeToString()
+
+        return run_protobuf
+    writer = load_core(impl).BatchWriter(1 << 30)
+    add_body, take = writer.add_body, writer.take
+
+    def run() -> bytes:
+        for i, b in enumerate(bodies):
+            add_body(2 * i + 1, DATA, b, response=True, flush=True)
+        return take()
+
+    return run
+
+
+def batch_decoder(impl: str) -> Callable[[bytes], int]:
+    if impl == "protobuf":
+        parse = plugin_pb2.MuxBatch.FromString
+        return lambda wire: sum(len(f.payload) for f in parse(wire).frames)
+    decode = load_core(impl).decode_batch
+    return lambda wire: sum(len(f[3]) for f in decode(wire))
+
+
+def batch_memcpy(size: int) -> Callable[[], int]:
+    keep = bytearray(size)
+    source = ctypes.addressof((ctypes.c_char * size).from_buffer(keep))
+    dest_buffer = (ctypes.c_char * size)()
+    dest = ctypes.addressof(dest_buffer)
+    memmove = ctypes.memmove
+
+    def run() -> int:
+        memmove(dest, source, size)
+        assert keep and dest_buffer
+        return size
+
+    return run
+
+
+def batch_case(benchmark: Any, impl: str, size: int, count: int, decode: bool) -> None:
+    bodies = batch_bodies(size, count)
+    wire = batch_encoder("protobuf", bodies)()
+    benchmark.extra_info.update(bytes=len(wire), ops=count)
+    if impl == "memcpy":
+        benchmark(batch_memcpy(len(wire)))
+        return
+    if decode:
+        run_decode = batch_decoder(impl)
+        payloads = [f.payload for f in plugin_pb2.MuxBatch.FromString(wire).frames]
+        assert run_decode(wire) == sum(map(len, payloads)) > size * count
+        benchmark(run_decode, wire)
+    else:
+        run_encode = batch_encoder(impl, bodies)
+        assert run_encode() == wire
+        benchmark(run_encode)
+
+
+@pytest.mark.benchmark(group="batch_encode_64x1k")
+@pytest.mark.parametrize("impl", BATCH_IMPLS)
+def test_batch_encode_64x1k(benchmark: Any, impl: str) -> None:
+    batch_case(benchmark, impl, 1100, 64, decode=False)
+
+
+@pytest.mark.benchmark(group="batch_decode_64x1k")
+@pytest.mark.parametrize("impl", BATCH_IMPLS)
+def test_batch_decode_64x1k(benchmark: Any, impl: str) -> None:
+    batch_case(benchmark, impl, 1100, 64, decode=True)
+
+
+@pytest.mark.benchmark(group="batch_encode_16x64k")
+@pytest.mark.parametrize("impl", [*BATCH_IMPLS, "memcpy"])
+def test_batch_encode_16x64k(benchmark: Any, impl: str) -> None:
+    batch_case(benchmark, impl, CHUNK, 16, decode=False)
+
+
+@pytest.mark.benchmark(group="batch_decode_16x64k")
+@pytest.mark.parametrize("impl", BATCH_IMPLS)
+def test_batch_decode_16x64k(benchmark: Any, impl: str) -> None:
+    batch_case(benchmark, impl, CHUNK, 16, decode=True)

@@ -19,6 +19,7 @@ from cpython.sequence cimport (
     PySequence_Fast,
     PySequence_Fast_GET_ITEM,
     PySequence_Fast_GET_SIZE,
+    PySequence_Tuple,
 )
 from cpython.number cimport PyNumber_AsSsize_t, PyNumber_Index as _index
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
@@ -315,7 +316,10 @@ cdef bytes _join(object parts, object complete, object flush):
     cdef int c = 1 if complete else 0
     cdef int f = 1 if flush else 0
     cdef unsigned char *p
-    seq = PySequence_Fast(parts, "parts must be an iterable of bytes-like objects")
+    # A tuple of our own: a list could change under us while exporters run.
+    seq = PySequence_Tuple(
+        PySequence_Fast(parts, "parts must be an iterable of bytes-like objects")
+    )
     count = PySequence_Fast_GET_SIZE(seq)
     views = <Py_buffer *>PyMem_Malloc(<size_t>(count if count else 1) * sizeof(Py_buffer))
     if views == NULL:
@@ -538,9 +542,10 @@ def encode_batch(frames):
     cdef Py_ssize_t count, taken = 0, i
     cdef size_t total = 0, entry
     cdef unsigned char *p
-    seq = PySequence_Fast(
+    # A tuple of our own: a list could change under us while __index__ runs.
+    seq = PySequence_Tuple(PySequence_Fast(
         frames, "frames must be an iterable of (stream_id, kind, value, payload) tuples"
-    )
+    ))
     count = PySequence_Fast_GET_SIZE(seq)
     entries = <_batch_entry *>PyMem_Malloc(
         <size_t>(count if count else 1) * sizeof(_batch_entry)
@@ -674,13 +679,15 @@ cdef class BatchWriter:
         cdef Py_buffer view
         cdef size_t n, body_size, frame_size, entry
         cdef unsigned char *p
-        cdef int c = 1 if complete else 0
-        cdef int f = 1 if flush else 0
+        cdef int c, f
+        # Converted in the pure twin's order, so both fail alike.
         _frame_ints(stream_id, kind, value, ints)
+        f = 1 if flush else 0
         if f and not response:
             raise ValueError("flush is only for response bodies")
         _get_bytes_view(body, &view)
         try:
+            c = 1 if complete else 0
             n = <size_t>view.len
             body_size = cw_frame_size(n, c, f)
             frame_size = cw_mux_frame_size(ints[0], ints[1], ints[2], body_size)

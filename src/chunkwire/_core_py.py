@@ -639,9 +639,11 @@ class BatchWriter:
         intermediate bytes object. Returns what ``add`` returns.
         """
         stream_id, kind, value = _frame_ints(stream_id, kind, value)
+        flush = bool(flush)
         if flush and not response:
             raise ValueError("flush is only for response bodies")
         with _as_bytes_view(body) as view:
+            complete = bool(complete)
             n = view.nbytes
             body_head = b"%c%b" % (_TAG_BODY, _varint(n)) if n else b""
             tail = (b"\x18\x01" if complete else b"") + (b"\x20\x01" if flush else b"")

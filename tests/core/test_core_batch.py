@@ -320,6 +320,50 @@ def test_encode_releases_buffers(core: ModuleType) -> None:
     data += b"x"  # no export left
 
 
+class ClearsList:
+    """An int whose conversion empties the list of frames being encoded."""
+
+    def __init__(self, frames: list[Any], value: int) -> None:
+        self.frames = frames
+        self.value = value
+
+    def __index__(self) -> int:
+        self.frames.clear()
+        gc.collect()
+        return self.value
+
+
+def test_encode_frames_list_changing_under_it(core: ModuleType) -> None:
+    frames: list[Any] = []
+    frames += [(ClearsList(frames, 5), 2, 0, b"x"), (1, 2, 3, randbytes(500, 9))]
+    expected = protobuf_batch([(5, 2, 0, b"x"), (1, 2, 3, randbytes(500, 9))])
+    assert core.encode_batch(frames) == expected
+    assert frames == []
+
+
+def test_writer_used_again_while_converting(core: ModuleType) -> None:
+    writer = core.BatchWriter(1000)
+
+    class AddsFirst:
+        def __index__(self) -> int:
+            writer.add(9, 9, 0, b"inner")
+            return 1
+
+    class TakesFirst:
+        def __index__(self) -> int:
+            self.taken = writer.take()
+            return 2
+
+    assert writer.add(AddsFirst(), 2, 0, b"outer") is True
+    assert writer.take() == protobuf_batch([(9, 9, 0, b"inner"), (1, 2, 0, b"outer")])
+    writer.add(7, 1)
+    takes = TakesFirst()
+    assert writer.add_body(takes, 2, b"body", response=False) is True
+    assert takes.taken == protobuf_batch([(7, 1, 0, b"")])
+    payload = core.encode_request_frame(b"body")
+    assert writer.take() == protobuf_batch([(2, 2, 0, payload)])
+
+
 # -- BatchWriter -------------------------------------------------------------
 
 
