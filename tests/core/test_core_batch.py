@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import random
+import tracemalloc
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -458,6 +459,66 @@ def test_writer_reuse_after_take(core: ModuleType) -> None:
         assert writer.take() == protobuf_batch(frames)
         assert (len(writer), writer.nbytes) == (0, 0)
     assert "frames=0" in repr(writer)
+
+
+def traced_growth(work: Callable[[], None]) -> int:
+    """Bytes still allocated after ``work()`` (run once before, to warm caches)."""
+    work()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        work()
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return after - before
+
+
+def test_writer_lets_go_of_an_oversized_buffer(core: ModuleType) -> None:
+    big = bytes(4 << 20)
+    small = [randbytes(1000, i) for i in range(100)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        writer = core.BatchWriter(64 * 1024)
+        writer.add(1, 2, 0, big)
+        assert len(writer.take()) > 4 << 20
+        for i, payload in enumerate(small):
+            writer.add(i, 2, 0, payload)
+        writer.take()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Without the release the 4 MiB buffer would stay allocated in the writer.
+    assert held < 512 * 1024
+
+
+def test_no_leaks(core: ModuleType) -> None:
+    frames = [(i, 2, i, randbytes(300, i)) for i in range(8)]
+    wire = protobuf_batch(frames)
+    bad = [b"\x0a\x05abc", entry(b"\x08\x80"), b"\x0a\x00" * 3]
+
+    def work() -> None:
+        for _ in range(1000):
+            assert len(core.decode_batch(wire)) == 8
+            assert core.encode_batch(frames) == wire
+            writer = core.BatchWriter(1000)
+            writer.add(*frames[0])
+            writer.add_body(1, 2, frames[1][3], response=True, complete=True)
+            while writer.add(*frames[2]):
+                pass
+            writer.take()
+            for data in bad:
+                with pytest.raises(core.FrameError):
+                    core.decode_batch(data, max_frames=2)
+            with pytest.raises(OverflowError):
+                core.encode_batch([frames[0], (-1, 0, 0, b"")])
+            with pytest.raises(TypeError):
+                writer.add(1, 2, 3, None)
+
+    assert traced_growth(work) < 64 * 1024
 
 
 # -- add_body ----------------------------------------------------------------
