@@ -96,22 +96,29 @@ def _data(payload: bytes, text: bool, final: bool) -> bytes:
 class Fragmenter:
     """Cuts messages into data frames of at most ``chunk_size`` payload bytes.
 
-    The core Chunker does the cutting, so a message of any size costs one
-    chunk of buffer here (plus the frame being encoded).
+    A message that fits in one chunk leaves as one frame, straight from the
+    caller's buffer. Larger ones go through the core Chunker, created on the
+    first of them (an idle session holds no chunk buffer), so a message of
+    any size costs one chunk of buffer here plus the frame being encoded.
     """
 
-    __slots__ = ("_chunker",)
+    __slots__ = ("_chunk_size", "_chunker")
 
     def __init__(self, chunk_size: int) -> None:
-        self._chunker = Chunker(chunk_size, chunk_size)
+        self._chunk_size = chunk_size
+        self._chunker: Chunker | None = None
 
     def frames(self, payload: Any, text: bool) -> Iterator[bytes]:
         view = memoryview(payload)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")  # byte offsets below, whatever the item type
         size = view.nbytes
-        if size == 0:
-            yield _data(b"", text, True)
+        if size <= self._chunk_size:
+            yield _data(payload if type(payload) is bytes else view.tobytes(), text, True)
             return
         chunker = self._chunker
+        if chunker is None:
+            chunker = self._chunker = Chunker(self._chunk_size, self._chunk_size)
         offset = 0
         while offset < size:
             offset += chunker.write(view[offset:])
