@@ -413,8 +413,11 @@ class WebSocketBridge:
         try:
             await self._send({"type": "websocket.send", key: message})
         except (OSError, RuntimeError):
-            # The client is gone; the pump hears of it from receive().
+            # The client is gone. The pump hears of it from receive() and
+            # tells the plugin, unless it is stuck writing to a plugin that
+            # does not read: then the call ends after the grace period.
             self._client_open = False
+            self._arm_end_timer()
 
     async def _plugin_broke(self, detail: str, code: int = wire.INTERNAL_ERROR) -> None:
         self._stats["ws_bad_plugin"] = self._stats.get("ws_bad_plugin", 0) + 1
