@@ -1,0 +1,400 @@
+"""The gateway's WebSocket bridge called as an ASGI app: authentication, its own
+message limit (under a server with a larger one), and what it accepts from plugins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from chunkwire import Plugin
+from chunkwire import _websocket as wire
+from chunkwire._proto import http_pb2, websocket_pb2
+from chunkwire.errors import WebSocketClosed
+from chunkwire.gateway import Gateway, Identity, Reject
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+class Client:
+    """Plays the ASGI server's side of one WebSocket connection."""
+
+    def __init__(self, path: str, *, headers=(), subprotocols=(), extension: bool = True):
+        self.scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "scheme": "ws",
+            "http_version": "1.1",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"gw.test"), *headers],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8080),
+            "subprotocols": list(subprotocols),
+            "extensions": {"websocket.http.response": {}} if extension else {},
+        }
+        self.incoming: asyncio.Queue[dict] = asyncio.Queue()
+        self.incoming.put_nowait({"type": "websocket.connect"})
+        self.sent: list[dict] = []
+        self.changed = asyncio.Event()
+
+    async def receive(self) -> dict:
+        return await self.incoming.get()
+
+    async def send(self, message: dict) -> None:
+        self.sent.append(message)
+        if message["type"] == "websocket.close":
+            self.incoming.put_nowait(
+                {"type": "websocket.disconnect", "code": message.get("code", 1000)}
+            )
+        self.changed.set()
+
+    def push(self, text: str | None = None, data: bytes | None = None) -> None:
+        message: dict[str, Any] = {"type": "websocket.receive"}
+        if text is not None:
+            message["text"] = text
+        else:
+            message["bytes"] = data
+        self.incoming.put_nowait(message)
+
+    async def wait_for(self, kind: str) -> dict:
+        while True:
+            for message in self.sent:
+                if message["type"] == kind:
+                    return message
+            self.changed.clear()
+            await self.changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def plugin_server(plugin: Plugin) -> AsyncIterator[str]:
+    async with plugin.serving("127.0.0.1:0") as server:
+        yield server.address
+
+
+def echo_plugin(seen: dict) -> Plugin:
+    plugin = Plugin("echo")
+
+    @plugin.websocket("/echo")
+    async def echo(ws):
+        seen["user_id"] = ws.request.context.user_id
+        seen["headers"] = dict(ws.request.headers)
+        await ws.accept()
+        try:
+            async for message in ws:
+                await ws.send(message)
+        finally:
+            seen["close"] = (ws.close_code, ws.close_reason)
+
+    return plugin
+
+
+def test_authenticate_reject_refuses_the_handshake():
+    async def main():
+        async with plugin_server(echo_plugin({})) as address:
+
+            def authenticate(scope):
+                raise Reject(401, "who are you")
+
+            gateway = Gateway({"p": address}, authenticate=authenticate)
+            client = Client("/plugins/p/echo")
+            await gateway(client.scope, client.receive, client.send)
+            await gateway.aclose()
+            return client.sent
+
+    sent = run(main())
+    assert sent[0] == {
+        "type": "websocket.http.response.start",
+        "status": 401,
+        "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+    }
+    assert sent[1]["body"] == b"who are you\n"
+
+
+def test_identity_reaches_the_plugin_and_forged_headers_do_not():
+    seen: dict = {}
+
+    async def main():
+        async with plugin_server(echo_plugin(seen)) as address:
+
+            async def authenticate(scope):
+                return Identity(user_id="u-7")
+
+            gateway = Gateway({"p": address}, authenticate=authenticate)
+            client = Client(
+                "/plugins/p/echo", headers=[(b"x-chunkwire-user-id", b"forged")]
+            )
+            task = asyncio.ensure_future(gateway(client.scope, client.receive, client.send))
+            await client.wait_for("websocket.accept")
+            client.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+            await task
+            await gateway.aclose()
+
+    run(main())
+    assert seen["user_id"] == "u-7"
+    assert seen["headers"]["X-Chunkwire-User-Id"] == "u-7"
+
+
+# -- plugins that break the rules -------------------------------------------------------
+
+FakeSession = Callable[[Any], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def fake_plugin(session: FakeSession) -> AsyncIterator[str]:
+    async def serve(request_iterator, context):
+        first = wire.parse(await context.read())
+        assert first.WhichOneof("kind") == "init"
+        await session(context)
+
+    server = grpc.aio.server()
+    handler = grpc.stream_stream_rpc_method_handler(
+        serve, request_deserializer=None, response_serializer=None
+    )
+    service, name = wire.SERVE_WEBSOCKET_METHOD.lstrip("/").split("/")
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service, {name: handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+
+
+def data_frame(payload: bytes, final: bool) -> bytes:
+    data = websocket_pb2.WebSocketData(payload=payload, final=final)
+    return websocket_pb2.WebSocketFrame(data=data).SerializeToString()
+
+
+async def through_fake(session: FakeSession, **client_options) -> list[dict]:
+    async with fake_plugin(session) as address:
+        gateway = Gateway({"p": address}, max_message_size=1000)
+        client = Client("/plugins/p/x", **client_options)
+        await gateway(client.scope, client.receive, client.send)
+        await gateway.aclose()
+        return client.sent
+
+
+def test_gateway_enforces_its_limit_under_a_server_with_a_larger_one():
+    """A plugin that takes anything: the gateway's own check is what refuses."""
+    got: list = []
+
+    async def session(context):
+        await context.write(wire.encode_accept(None))
+        while (raw := await context.read()) is not grpc.aio.EOF:
+            frame = wire.parse(raw)
+            kind = frame.WhichOneof("kind")
+            value = len(frame.data.payload) if kind == "data" else frame.close.code
+            got.append((kind, value))
+
+    async def main():
+        async with fake_plugin(session) as address:
+            gateway = Gateway({"p": address}, max_message_size=100)
+            client = Client("/plugins/p/x")
+            task = asyncio.ensure_future(gateway(client.scope, client.receive, client.send))
+            await client.wait_for("websocket.accept")
+            client.push(text="a" * 100)  # at the limit
+            client.push(data=b"b" * 101)  # one past it
+            await task
+            await gateway.aclose()
+            return client.sent
+
+    sent = run(main())
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
+    assert sent[1]["code"] == 1009
+    assert got == [("data", 100), ("close", 1009)]
+
+
+def test_plugin_message_past_the_limit_closes_1009():
+    async def session(context):
+        await context.write(wire.encode_accept(None))
+        await context.write(data_frame(bytes(600), False))
+        await context.write(data_frame(bytes(401), True))
+        await asyncio.sleep(10)
+
+    sent = run(through_fake(session))
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
+    assert sent[1]["code"] == 1009
+
+
+def test_plugin_message_at_the_limit_passes():
+    async def session(context):
+        await context.write(wire.encode_accept(None))
+        await context.write(data_frame(bytes(600), False))
+        await context.write(data_frame(bytes(400), True))
+        await context.write(wire.encode_close(1000))
+
+    sent = run(through_fake(session))
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert sent[1]["bytes"] == bytes(1000)
+
+
+def test_plugin_accepting_a_subprotocol_not_offered_is_502():
+    async def session(context):
+        await context.write(wire.encode_accept("mine"))
+
+    sent = run(through_fake(session, subprotocols=["theirs"]))
+    assert sent[0]["type"] == "websocket.http.response.start"
+    assert sent[0]["status"] == 502
+
+
+@pytest.mark.parametrize(
+    "header", [("Sec-WebSocket-Accept", "x"), ("Bad Name", "x"), ("X-Ok", "a\r\nb")]
+)
+def test_plugin_accept_headers_are_validated(header):
+    async def session(context):
+        await context.write(wire.encode_accept(None, [header]))
+
+    sent = run(through_fake(session))
+    assert sent[0]["status"] == 502
+
+
+def test_plugin_deny_with_invalid_status_is_502():
+    async def session(context):
+        await context.write(wire.encode_deny(200))
+
+    sent = run(through_fake(session))
+    assert sent[0]["status"] == 502
+
+
+def test_plugin_closing_with_an_unsendable_code_closes_1011():
+    async def session(context):
+        await context.write(wire.encode_accept(None))
+        await context.write(wire.encode_close(1006, "not for the wire"))
+
+    sent = run(through_fake(session))
+    assert sent[-1] == {"type": "websocket.close", "code": 1011, "reason": "not for the wire"}
+
+
+def test_plugin_sending_data_before_accepting_is_502():
+    async def session(context):
+        await context.write(data_frame(b"early", True))
+
+    assert run(through_fake(session))[0]["status"] == 502
+
+
+def test_plugin_ending_without_a_close_is_1011():
+    async def session(context):
+        await context.write(wire.encode_accept(None))
+
+    sent = run(through_fake(session))
+    assert sent[-1]["type"] == "websocket.close"
+    assert sent[-1]["code"] == 1011
+
+
+def test_refusals_without_the_extension_are_closes():
+    async def session(context):
+        await context.write(wire.encode_deny(418))
+
+    sent = run(through_fake(session, extension=False))
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+# -- the plugin API, in process ------------------------------------------------------------
+
+
+def test_send_after_close_raises_websocket_closed():
+    errors: list = []
+    plugin = Plugin("p")
+
+    @plugin.websocket("/x")
+    async def handler(ws):
+        await ws.accept()
+        await ws.close(4000, "done")
+        try:
+            await ws.send("late")
+        except WebSocketClosed as exc:
+            errors.append((exc.code, exc.reason))
+
+    async def main():
+        async with plugin_server(plugin) as address:
+            gateway = Gateway({"p": address})
+            client = Client("/plugins/p/x")
+            await gateway(client.scope, client.receive, client.send)
+            await gateway.aclose()
+            return client.sent
+
+    sent = run(main())
+    assert sent[-1] == {"type": "websocket.close", "code": 4000, "reason": "done"}
+    assert errors == [(4000, "done")]
+
+
+def test_plugin_api_refuses_misuse():
+    plugin = Plugin("p")
+    errors: dict = {}
+
+    @plugin.websocket("/x")
+    async def handler(ws):
+        for name, call in [
+            ("send-before-accept", lambda: ws.send("x")),
+            ("receive-before-accept", ws.receive),
+            ("unoffered-subprotocol", lambda: ws.accept(subprotocol="nope")),
+            ("bad-close-code", lambda: ws.close(1006)),
+            ("bad-deny-status", lambda: ws.deny(200)),
+        ]:
+            with pytest.raises((RuntimeError, ValueError)) as info:
+                await call()
+            errors[name] = str(info.value)
+        await ws.accept()
+        with pytest.raises(RuntimeError):
+            await ws.accept()
+
+    async def main():
+        async with plugin_server(plugin) as address:
+            gateway = Gateway({"p": address})
+            client = Client("/plugins/p/x")
+            await gateway(client.scope, client.receive, client.send)
+            await gateway.aclose()
+            return client.sent
+
+    sent = run(main())
+    assert sent[0]["type"] == "websocket.accept"
+    assert sent[-1]["code"] == 1000
+    assert set(errors) == {
+        "send-before-accept",
+        "receive-before-accept",
+        "unoffered-subprotocol",
+        "bad-close-code",
+        "bad-deny-status",
+    }
+    assert "not offered" in errors["unoffered-subprotocol"]
+
+
+def test_request_init_matches_http():
+    """The handshake's init is the HTTP request init: method GET, ws URL, no body."""
+    seen: dict = {}
+    plugin = Plugin("p")
+
+    @plugin.websocket("/x")
+    async def handler(ws):
+        seen["init"] = ws.request.init
+        await ws.deny(403)
+
+    async def main():
+        async with plugin_server(plugin) as address:
+            gateway = Gateway({"p": address})
+            client = Client("/plugins/p/x", headers=[(b"user-agent", b"t/1")])
+            await gateway(client.scope, client.receive, client.send)
+            await gateway.aclose()
+
+    run(main())
+    init: http_pb2.ServeHTTPRequestInit = seen["init"]
+    assert init.method == "GET"
+    assert init.url == "ws://gw.test/x"
+    assert init.request_uri == "/x"
+    assert init.content_length == 0
+    assert init.plugin_context.user_agent == "t/1"
+    assert init.remote_addr == "127.0.0.1:5000"
