@@ -4,9 +4,11 @@ driven by the ``websockets`` client library."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,3 +314,27 @@ def test_plugin_killed_mid_session_closes_1011(tmp_path):
     finally:
         gateway.stop()
         plugin.stop()
+
+
+def test_keepalive_pings_at_the_configured_interval(wss, tmp_path):
+    gateway, url = start_gateway({"ws": f"unix:{wss.sock}"}, "--ws-ping-interval", "0.2")
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall(
+                f"GET /plugins/ws/idle HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += sock.recv(4096)
+            head, _, rest = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101")
+            while len(rest) < 2:
+                rest += sock.recv(4096)
+            # a server frame: FIN + opcode 9 (ping), unmasked
+            assert rest[0] == 0x89
+    finally:
+        gateway.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 
 from chunkwire import Plugin
 from chunkwire.errors import WebSocketClosed
@@ -18,7 +19,8 @@ plugin = Plugin("ws")
 small = Plugin("ws-small")  # its own, smaller message limit on one route
 
 seen: dict[str, list] = {"close_codes": [], "errors": [], "handshakes": []}
-running = {"sessions": 0}
+running = {"sessions": 0, "flood_sent": 0, "stall_received": 0}
+idle_closed: dict[str, int] = {}
 
 
 def _memory() -> dict[str, int]:
@@ -29,7 +31,12 @@ def _memory() -> dict[str, int]:
 
 @plugin.route("/stats")
 async def stats(request: Request, response: Response) -> None:
-    payload = {"sessions": running["sessions"], "tasks": len(asyncio.all_tasks()), **_memory()}
+    payload = {
+        **running,
+        "idle_closed": idle_closed,
+        "tasks": len(asyncio.all_tasks()),
+        **_memory(),
+    }
     await response.write(json.dumps(payload).encode())
 
 
@@ -168,24 +175,30 @@ async def wait_close(ws: WebSocket) -> None:
 
 @plugin.websocket("/idle")
 async def idle(ws: WebSocket) -> None:
-    """Holds the session open until the client leaves."""
+    """Echoes until the client leaves; counts how sessions ended by close code."""
     running["sessions"] += 1
     try:
         await ws.accept()
-        async for _ in ws:
-            pass
+        async for message in ws:
+            await ws.send(message)
+        code = str(ws.close_code)
+        idle_closed[code] = idle_closed.get(code, 0) + 1
     finally:
         running["sessions"] -= 1
 
 
 @plugin.websocket("/stall")
 async def stall(ws: WebSocket) -> None:
-    """Receives one message, then stops receiving until the client sends nothing more."""
+    """Receives one message, then never receives again; sends a heartbeat now and then
+    (a handler that neither reads nor writes cannot notice a client that vanished)."""
     running["sessions"] += 1
     try:
         await ws.accept()
         await ws.receive()
-        await asyncio.sleep(3600)
+        running["stall_received"] += 1
+        while True:
+            await asyncio.sleep(0.2)
+            await ws.send("heartbeat")
     finally:
         running["sessions"] -= 1
 
@@ -194,13 +207,14 @@ async def stall(ws: WebSocket) -> None:
 async def flood(ws: WebSocket) -> None:
     """Sends 64 KiB messages until the client leaves; the count goes to /seen."""
     running["sessions"] += 1
-    block = stamped(65536)
+    block = os.urandom(65536)  # incompressible: permessage-deflate cannot shrink it
     sent = 0
     try:
         await ws.accept()
         while True:
             await ws.send(block)
             sent += 1
+            running["flood_sent"] += 1
     except WebSocketClosed as exc:
         seen["errors"].append(["flood", sent, exc.code])
     finally:
