@@ -245,6 +245,20 @@ def test_http_route_is_not_a_websocket_route(wss):
     assert run(refused(f"{wss.ws}/plugins/ws/stats")).response.status_code == 404
 
 
+@pytest.mark.parametrize(
+    "path", ["/plugins/ws/x/../echo", "/plugins/ws/./echo", "/plugins/ws/rooms%2Fa/1"]
+)
+def test_ambiguous_paths_are_400_as_for_http(wss, path):
+    """The handshake goes through the gateway's path rules before any plugin sees it."""
+    assert run(refused(f"{wss.ws}{path}")).response.status_code == 400
+
+
+def test_header_limits_apply_to_the_handshake(wss):
+    headers = [(f"X-Many-{i}", "v") for i in range(100)]
+    error = run(refused(f"{wss.ws}/plugins/ws/echo", additional_headers=headers))
+    assert error.response.status_code == 431
+
+
 def test_plugin_unreachable_is_503(wss):
     assert run(refused(f"{wss.ws}/plugins/down/echo")).response.status_code == 503
 

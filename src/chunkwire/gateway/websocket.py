@@ -98,6 +98,7 @@ async def serve_websocket(gateway: Gateway, scope: Scope, receive: Receive, send
     # filled); a handshake is a GET without a body.
     raw, _ = gateway._request_init(dict(scope, method="GET"), admitted)
     request = http_pb2.ServeHTTPRequest.FromString(raw).init
+    request.content_length = 0
     init = wire.encode_init(request, scope.get("subprotocols") or (), gateway.max_message_size)
     try:
         call = upstream.open_websocket()
