@@ -217,15 +217,21 @@ def load_object(spec: str, app_dir: str = ".") -> Any:
 
 
 def load_plugin(spec: str, app_dir: str = ".") -> Plugin:
-    """``MODULE:ATTR`` as a Plugin; ATTR is a Plugin or a callable returning one."""
+    """``MODULE:ATTR`` as a Plugin: ATTR is a Plugin, an ASGI 3 app (served by
+    ASGIPlugin), or a function returning either."""
+    from .asgi import ASGIPlugin, is_asgi_app
     from .plugin import Plugin
 
     obj = load_object(spec, app_dir)
-    if not isinstance(obj, Plugin) and _is_factory(obj):
+    if not isinstance(obj, Plugin) and not is_asgi_app(obj) and _is_factory(obj):
         obj = obj()
-    if not isinstance(obj, Plugin):
-        raise UsageError(f"{spec} is not a chunkwire Plugin (got {type(obj).__name__})")
-    return obj
+    if isinstance(obj, Plugin):
+        return obj
+    if is_asgi_app(obj):
+        return ASGIPlugin(obj, name=spec.partition(":")[0].rpartition(".")[2])
+    raise UsageError(
+        f"{spec} is not a chunkwire Plugin or an ASGI application (got {type(obj).__name__})"
+    )
 
 
 def _is_factory(obj: Any) -> bool:
@@ -327,6 +333,8 @@ def _uvicorn_server(
 def _cmd_plugin(ns: argparse.Namespace) -> int:
     tune_malloc()
     logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from .asgi import LifespanError
+
     plugin = load_plugin(ns.spec, ns.app_dir)
     check_free(ns.listen)
     with contextlib.suppress(KeyboardInterrupt):
@@ -334,6 +342,8 @@ def _cmd_plugin(ns: argparse.Namespace) -> int:
             plugin.run(ns.listen)
         except OSError as exc:  # the check above raced with another server
             raise UsageError(f"cannot listen on {ns.listen}: {exc}") from None
+        except LifespanError as exc:
+            raise UsageError(str(exc), status=1) from None
     return 0
 
 
@@ -538,13 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugin = sub.add_parser(
         "plugin",
-        help="serve a Plugin over gRPC",
-        description="Serve a chunkwire Plugin over gRPC until SIGINT or SIGTERM.",
+        help="serve a Plugin or an ASGI app over gRPC",
+        description="Serve a chunkwire Plugin or any ASGI 3 app over gRPC until SIGINT or "
+        "SIGTERM.",
     )
     plugin.add_argument(
         "spec", metavar="MODULE:ATTR",
-        help="a Plugin, or a callable returning one, imported from --app-dir or the "
-        "installed packages",
+        help="a Plugin or an ASGI app (FastAPI, Starlette...), or a function returning "
+        "one, imported from --app-dir or the installed packages",
     )
     plugin.add_argument(
         "--listen", required=True, type=address, help="unix:/path.sock or HOST:PORT"

@@ -41,6 +41,9 @@ from .websocket import serve_websocket
 log = logging.getLogger("chunkwire.gateway")
 
 DEFAULT_IDENTITY_HEADERS = ("X-Chunkwire-User-Id",)
+# Where the plugin is mounted (/plugins/{id}), for links it builds (ASGI root_path);
+# set by the gateway only: a client's own value is dropped.
+PREFIX_HEADER = b"x-forwarded-prefix"
 _CONTEXT_FIELDS = frozenset(
     {"session_id", "request_id", "ip_address", "accept_language", "user_agent", "user_id"}
 )
@@ -106,6 +109,10 @@ def _identity(result: AuthResult) -> Identity | None:
     if unknown:
         raise ValueError(f"authenticate returned unknown fields {sorted(unknown)}")
     return Identity(user_id=user_id, session_id=session_id, context=data, headers=headers)
+
+
+def _plugin_prefix(path: str) -> bytes:
+    return "/".join(path.split("/", 3)[:3]).encode("utf-8")
 
 
 def _proto_version(http_version: str) -> tuple[str, int, int]:
@@ -381,13 +388,14 @@ class Gateway:
         host = head.host.decode("latin-1") if head.host is not None else ""
         user_agent = accept_language = ""
         for name, value in scope["headers"]:
-            if name in identity_lower:
+            if name in identity_lower or name == PREFIX_HEADER:
                 continue
             if name == b"user-agent":
                 user_agent = value.decode("latin-1")
             elif name == b"accept-language":
                 accept_language = value.decode("latin-1")
             headers.append((name, value))
+        headers.append((PREFIX_HEADER, _plugin_prefix(scope["path"])))
 
         context = http_pb2.PluginContext(
             request_id=uuid.uuid4().hex,
