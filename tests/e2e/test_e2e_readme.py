@@ -13,6 +13,7 @@ port 8080 becomes a free port and ``/tmp/`` the test's own directory.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -144,8 +145,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, command: str) -> None:
         time.sleep(0.05)
 
 
-def _run_block(block: str, clone: Path, tmp: Path) -> list[tuple[str, str]]:
-    port = str(_free_port())
+def _run_block(block: str, clone: Path, tmp: Path, port: str) -> list[tuple[str, str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     servers: list[subprocess.Popen[bytes]] = []
     outputs: list[tuple[str, str]] = []
@@ -195,13 +195,20 @@ def _server_blocks() -> list[str]:
 @pytest.mark.parametrize("index", range(len(_server_blocks())))
 def test_blocks_that_start_servers_run_as_written(clone: Path, tmp_path: Path, index: int) -> None:
     block = _server_blocks()[index]
-    outputs = _run_block(block, clone, tmp_path)
+    port = str(_free_port())
+    outputs = _run_block(block, clone, tmp_path, port)
     for written, stdout in outputs:
         if "/plugins/files/upload" in written:
             assert stdout == f"{50 << 20}\n"  # curl -T is a PUT: the plugin counted every byte
         if "/plugins/files/ticks/3" in written:
             assert stdout == "tick 0\ntick 1\ntick 2\n"
+        if "/plugins/fastapi/hello/world" in written:
+            link = f"http://127.0.0.1:{port}/plugins/fastapi/hello/world"
+            assert json.loads(stdout) == {"hello": "world", "link": link}
+        if "/plugins/fastapi/upload" in written:
+            assert json.loads(stdout) == {"bytes": 20 << 20}
 
 
-def test_the_files_example_is_among_the_blocks_run() -> None:
-    assert any("files_plugin:plugin" in b and "curl" in b for b in _server_blocks())
+def test_the_examples_are_among_the_blocks_run() -> None:
+    for spec in ("files_plugin:plugin", "fastapi_app:app"):
+        assert any(spec in b and "curl" in b for b in _server_blocks()), spec

@@ -132,6 +132,9 @@ class Gateway:
     ``session_id``, ``headers``, and any other PluginContext field), or None
     for an anonymous request; raising :class:`Reject` answers the request
     with its status. Identity headers sent by the client are always removed.
+    Each request carries ``X-Forwarded-Prefix: /plugins/{id}`` (what a
+    client sent under that name is dropped): ASGI plugins use it as
+    ``root_path``.
 
     ``tls``: None uses TLS (system roots) for TCP addresses that are not
     loopback and plaintext otherwise; pass ``grpc.ChannelCredentials`` to
