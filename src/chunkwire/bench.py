@@ -687,6 +687,9 @@ def run_bench(ns: argparse.Namespace) -> int:
         f"(uvicorn with {loop} + {http}; reference malloc "
         f"{'tuned like chunkwire' if ns.tuned_reference else 'glibc defaults'})")
     rows = run_scenarios(ns, log)
+    from .bench_asgi import asgi_rows
+
+    rows += asgi_rows(ns, log)
     print(format_table(rows))
     if ns.json is not None:
         ns.json.write_text(json.dumps({

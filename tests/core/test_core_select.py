@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import platform
 import subprocess
@@ -14,6 +15,8 @@ import pytest
 
 import chunkwire
 from chunkwire import _core, _core_py, _errors
+
+PURE_WHEEL = os.environ.get("CHUNKWIRE_PURE_WHEEL", "") not in ("", "0")
 
 NAMES = [
     "COMPILED",
@@ -56,6 +59,17 @@ def _selected_in_subprocess(switch: str | None) -> str:
     return proc.stdout.strip()
 
 
+def test_compiled_module_present_unless_pure_wheel() -> None:
+    """The pure wheel ships no compiled core, and then the selector falls back to the twin."""
+    found = importlib.util.find_spec("chunkwire._core_c") is not None
+    if PURE_WHEEL:
+        assert not found
+        assert _selected_in_subprocess(None) == "False chunkwire._core_py chunkwire._core_py"
+    elif platform.python_implementation() == "CPython":
+        assert found
+
+
+@pytest.mark.compiled
 def test_core_c_loaded() -> None:
     """The selector picked the compiled module unless told not to (yarl's test)."""
     assert _core.COMPILED is not _core.NO_EXTENSIONS
@@ -74,6 +88,7 @@ def test_no_extensions_reflects_environment() -> None:
     assert _core.NO_EXTENSIONS is expected
 
 
+@pytest.mark.compiled
 @pytest.mark.skipif(
     platform.python_implementation() != "CPython", reason="the compiled core is CPython-only"
 )

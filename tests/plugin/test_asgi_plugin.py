@@ -295,3 +295,19 @@ def test_what_counts_as_an_asgi_app() -> None:
         ASGIPlugin(bare, lifespan="maybe")  # type: ignore[arg-type]
     assert ASGIPlugin(bare).name == "bare"
     assert ASGIPlugin(Recorder(), name="rec").name == "rec"
+
+
+async def test_the_bench_fastapi_app_serves_as_a_plugin(sock_dir: str) -> None:
+    import httpx
+
+    from chunkwire.bench_asgi import make_app
+    from chunkwire.client import AsyncPluginTransport
+
+    async with ASGIPlugin(make_app()).serving(f"unix:{sock_dir}/p.sock") as server:
+        transport = AsyncPluginTransport(server.address)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+            data = random.Random(2).randbytes(300_000)
+            assert (await http.post("/b/upload", content=data)).text == "300000"
+            down = await http.get("/b/download", params={"size": 1_500_000})
+            assert down.headers["content-length"] == "1500000" and len(down.content) == 1_500_000
+            assert len((await http.get("/b/small")).content) == 1024

@@ -1,0 +1,201 @@
+"""``chunkwire bench`` rows for ASGI apps: one FastAPI app, served directly by
+uvicorn and as a chunkwire plugin (``chunkwire plugin`` + ``chunkwire gateway``).
+
+Needs FastAPI (the ``dev`` extra); the rows are left out without it.
+``python -m chunkwire.bench_asgi --size 256m`` runs these rows alone.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI evaluates the
+# endpoints' annotations, and ``Request`` is only imported inside make_app.
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .bench import (
+    _BLOCK,
+    MIB,
+    Row,
+    Target,
+    _env,
+    _free_port,
+    _median,
+    _reference_env,
+    _stop,
+    _tcp_ready,
+    _unix_ready,
+    _wait_ready,
+    download,
+    requests_per_second,
+    upload,
+)
+
+_SMALL = b"s" * 1024
+APP_SPEC = "chunkwire.bench_asgi:make_app"
+
+
+def make_app() -> Any:
+    """The FastAPI app both sides serve: ``/b/upload``, ``/b/download?size=``, ``/b/small``."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+
+    app = FastAPI()
+
+    @app.post("/b/upload")
+    async def upload_route(request: Request) -> Response:
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+        return PlainTextResponse(str(total))
+
+    @app.get("/b/download")
+    async def download_route(size: int) -> Response:
+        async def blocks():  # type: ignore[no-untyped-def]
+            view = memoryview(_BLOCK)
+            left = size
+            while left > 0:
+                piece = view[: min(left, len(view))]
+                left -= len(piece)
+                yield piece
+
+        return StreamingResponse(
+            blocks(),
+            media_type="application/octet-stream",
+            headers={"Content-Length": str(size)},
+        )
+
+    @app.get("/b/small")
+    async def small_route() -> Response:
+        return Response(_SMALL, media_type="application/octet-stream")
+
+    return app
+
+
+def available() -> bool:
+    try:
+        import fastapi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextmanager
+def plugin_target(chunk_size: int) -> Iterator[Target]:
+    env = _env(chunk_size)
+    with tempfile.TemporaryDirectory(prefix="chunkwire-bench-asgi-") as tmp:
+        sock = os.path.join(tmp, "fastapi.sock")
+        port = _free_port()
+        py = [sys.executable, "-m", "chunkwire"]
+        quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "env": env}
+        plugin = subprocess.Popen([*py, "plugin", APP_SPEC, "--listen", f"unix:{sock}"], **quiet)
+        procs = {"plugin": plugin}
+        try:
+            _wait_ready(_unix_ready(sock), plugin, "FastAPI plugin")
+            gateway = subprocess.Popen(
+                [*py, "gateway", "--plugin", f"fastapi=unix:{sock}", "--port", str(port),
+                 "--chunk-size", str(chunk_size), "--log-level", "error"],
+                **quiet,
+            )
+            procs["gateway"] = gateway
+            _wait_ready(_tcp_ready(port), gateway, "gateway")
+            yield Target(f"http://127.0.0.1:{port}/plugins/fastapi/b", procs)
+        finally:
+            for proc in reversed(list(procs.values())):
+                _stop(proc)
+
+
+@contextmanager
+def uvicorn_target() -> Iterator[Target]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", APP_SPEC, "--factory", "--port", str(port),
+         "--log-level", "error", "--no-access-log"],
+        stdout=subprocess.DEVNULL,
+        env=_reference_env(),
+    )
+    try:
+        _wait_ready(_tcp_ready(port), proc, "uvicorn (FastAPI)")
+        yield Target(f"http://127.0.0.1:{port}/b", {"uvicorn": proc})
+    finally:
+        _stop(proc)
+
+
+def asgi_rows(ns: argparse.Namespace, log: Callable[[str], None]) -> list[Row]:
+    """The same FastAPI app as a plugin vs directly under uvicorn."""
+    if not available():
+        log("  FastAPI rows skipped: fastapi is not installed (pip install fastapi)")
+        return []
+    size: int = ns.size
+    rounds: int = ns.rounds
+    chunk_size: int = ns.chunk_size[0]
+    mb = size / 1e6
+    human = f"{size / (1 << 30):g} GiB" if size >= 1 << 30 else f"{size / MIB:g} MiB"
+    rows: list[Row] = []
+    rss: dict[str, float] = {}
+
+    def measure(target: Target, fn: Callable[[Target], float]) -> float:
+        value = _median(lambda: fn(target), rounds)
+        for name, peak in target.peak_rss().items():
+            rss[name] = max(rss.get(name, 0.0), peak)
+        return value
+
+    log(f"  FastAPI upload/download {human} ...")
+    with plugin_target(chunk_size) as target:
+        cw_up = measure(target, lambda t: upload(t.url, size))
+        cw_down = measure(target, lambda t: download(t.url, size))
+    with uvicorn_target() as target:
+        ref_up = measure(target, lambda t: upload(t.url, size))
+        ref_down = measure(target, lambda t: download(t.url, size))
+    note = "reference: the same FastAPI app under uvicorn"
+    rows.append(Row(f"FastAPI upload {human}", mb / cw_up, mb / ref_up, "MB/s",
+                    ref_up / cw_up, note))
+    rows.append(Row(f"FastAPI download {human}", mb / cw_down, mb / ref_down, "MB/s",
+                    ref_down / cw_down, note))
+    for name in ("gateway", "plugin"):
+        value = rss.get(name, float("nan"))
+        rows.append(Row(f"  FastAPI peak RSS {name}", value, rss.get("uvicorn", float("nan")),
+                        "MiB", value / rss.get("uvicorn", float("nan")), note))
+
+    for concurrency in (1, 64):
+        log(f"  FastAPI small requests c={concurrency} ...")
+        tool = ""
+
+        def rps(t: Target, c: int = concurrency) -> float:
+            nonlocal tool
+            value, tool = requests_per_second(t.url, c, ns.seconds)
+            return value
+
+        with plugin_target(chunk_size) as target:
+            rps(target)  # warm-up
+            cw = _median(lambda: rps(target), rounds)
+        with uvicorn_target() as target:
+            rps(target)
+            ref = _median(lambda: rps(target), rounds)
+        rows.append(Row(f"FastAPI 1 KiB requests/s, concurrency {concurrency}", cw, ref,
+                        "req/s", cw / ref, f"load: {tool}"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .bench import add_arguments, format_table
+
+    parser = argparse.ArgumentParser(prog="python -m chunkwire.bench_asgi")
+    add_arguments(parser)
+    ns = parser.parse_args(argv)
+    if ns.chunk_size is None:
+        ns.chunk_size = [65536]
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    print(format_table(asgi_rows(ns, log)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
