@@ -111,10 +111,6 @@ def _identity(result: AuthResult) -> Identity | None:
     return Identity(user_id=user_id, session_id=session_id, context=data, headers=headers)
 
 
-def _plugin_prefix(path: str) -> bytes:
-    return "/".join(path.split("/", 3)[:3]).encode("utf-8")
-
-
 def _proto_version(http_version: str) -> tuple[str, int, int]:
     major, _, minor = http_version.partition(".")
     try:
@@ -398,7 +394,7 @@ class Gateway:
             elif name == b"accept-language":
                 accept_language = value.decode("latin-1")
             headers.append((name, value))
-        headers.append((PREFIX_HEADER, _plugin_prefix(scope["path"])))
+        headers.append((PREFIX_HEADER, f"/plugins/{admitted.plugin_id}".encode()))
 
         context = http_pb2.PluginContext(
             request_id=uuid.uuid4().hex,
