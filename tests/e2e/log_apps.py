@@ -1,0 +1,33 @@
+"""A plugin whose handlers fail in the ways the gateway must log as one line each."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chunkwire import Plugin
+from chunkwire.plugin import Request, Response
+
+plugin = Plugin("logs")
+
+
+@plugin.route("/fail-after-head")
+async def fail_after_head(request: Request, response: Response) -> None:
+    await response.write(b"started\n", flush=True)
+    raise RuntimeError("the handler broke after its head")
+
+
+@plugin.route("/count", methods=["POST", "PUT"])
+async def count(request: Request, response: Response) -> None:
+    total = 0
+    async for chunk in request.body:
+        total += len(chunk)
+    await response.write(f"{total}\n".encode())
+
+
+@plugin.route("/ticks")
+async def ticks(request: Request, response: Response) -> None:
+    n = 0
+    while True:
+        await response.write(f"tick {n}\n".encode(), flush=True)
+        n += 1
+        await asyncio.sleep(0.05)

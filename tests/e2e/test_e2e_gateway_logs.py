@@ -1,0 +1,118 @@
+"""Expected failures are one gateway log line each, with the request id and the reason,
+never a traceback: a handler failing after its head, a chunked upload over
+--max-body-size, a plugin that stops mid-response, an unreachable plugin (503)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import start_gateway, start_plugin
+
+pytestmark = pytest.mark.timeout(120)
+
+LINE = r"request [0-9a-f]{{32}} to plugin '{plugin}': "
+
+
+class Logs:
+    def __init__(self, tmp: Path) -> None:
+        self.steady = start_plugin("log_apps:plugin", tmp / "steady.sock")
+        self.doomed = start_plugin("log_apps:plugin", tmp / "doomed.sock")
+        self.gateway, self.url = start_gateway(
+            {
+                "steady": f"unix:{tmp / 'steady.sock'}",
+                "doomed": f"unix:{tmp / 'doomed.sock'}",
+                "absent": f"unix:{tmp / 'absent.sock'}",
+            },
+            "--max-body-size",
+            "1m",
+            "--log-level",
+            "info",
+        )
+
+    def log(self) -> str:
+        return self.gateway.stderr()
+
+    def close(self) -> None:
+        for proc in (self.gateway, self.doomed, self.steady):
+            proc.stop()
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory) -> Iterator[Logs]:  # type: ignore[no-untyped-def]
+    stack = Logs(tmp_path_factory.mktemp("logs"))
+    try:
+        yield stack
+    finally:
+        log = stack.log()
+        stack.close()
+    assert "Traceback" not in log
+    assert "Exception in ASGI application" not in log
+
+
+def one_new_line(logs: Logs, before: str, plugin: str, reason: str) -> str:
+    new = logs.log()[len(before) :]
+    pattern = LINE.format(plugin=plugin) + ".*" + reason
+    lines = [line for line in new.splitlines() if re.search(pattern, line)]
+    assert len(lines) == 1, new
+    assert "Traceback" not in new
+    return lines[0]
+
+
+def wait_logged(logs: Logs, before: str, plugin: str, reason: str) -> str:
+    # The gateway logs when its side of the exchange ends; a hang guard only.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return one_new_line(logs, before, plugin, reason)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_handler_failing_after_its_head(logs: Logs) -> None:
+    before = logs.log()
+    with httpx.stream("GET", logs.url + "/plugins/steady/fail-after-head") as r:
+        assert r.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            r.read()
+    wait_logged(logs, before, "steady", "aborted")
+
+
+def test_chunked_upload_over_max_body_size(logs: Logs) -> None:
+    before = logs.log()
+
+    def body() -> Iterator[bytes]:
+        for _ in range(32):  # 2 MiB, no Content-Length
+            yield bytes(65536)
+
+    r = httpx.post(logs.url + "/plugins/steady/count", content=body(), timeout=30)
+    assert r.status_code == 413
+    wait_logged(logs, before, "steady", "max_body_size")
+    # at the limit it passes
+    r = httpx.post(logs.url + "/plugins/steady/count", content=iter([bytes(1 << 20)]))
+    assert r.text == f"{1 << 20}\n"
+
+
+def test_plugin_stopping_mid_response(logs: Logs) -> None:
+    before = logs.log()
+    with httpx.stream("GET", logs.url + "/plugins/doomed/ticks", timeout=30) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "tick 0"
+        logs.doomed.kill()
+        with pytest.raises(httpx.RemoteProtocolError):
+            for _ in lines:
+                pass
+    wait_logged(logs, before, "doomed", "aborted")
+
+
+def test_unreachable_plugin_is_503_with_its_reason(logs: Logs) -> None:
+    before = logs.log()
+    r = httpx.get(logs.url + "/plugins/absent/anything")
+    assert r.status_code == 503
+    wait_logged(logs, before, "absent", "unreachable.*503")
