@@ -39,6 +39,9 @@ def test_message_limits_are_one_chunk_plus_the_head(chunk):
     for key in ("grpc.max_receive_message_length", "grpc.max_send_message_length"):
         assert chunk + 64 * 1024 <= options[key] <= chunk + 64 * 1024 + 4096
     assert options["grpc.max_reconnect_backoff_ms"] <= 1000
+    assert options["grpc.initial_reconnect_backoff_ms"] <= 100
+    # gRPC core uses the minimum backoff as each connection attempt's timeout.
+    assert options["grpc.min_reconnect_backoff_ms"] >= 1000
 
 
 def test_bad_address_is_rejected():

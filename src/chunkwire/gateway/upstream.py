@@ -24,10 +24,15 @@ log = logging.getLogger("chunkwire.gateway")
 _DESCRIBE_TIMEOUT = 5.0
 
 # Reconnect quickly after a plugin restarts: gRPC's default backoff grows to
-# two minutes, during which every request would get 503.
+# two minutes, during which every request would get 503. The minimum
+# "backoff" is also each connection attempt's timeout in gRPC core
+# (min_connect_timeout): at 100 ms a loaded machine failed handshakes with a
+# live plugin (spurious 503s), so attempts get 5 s while retries after a
+# refused connection still start 100 ms apart.
+CONNECT_TIMEOUT_MS = 5000
 _RECONNECT_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.enable_retries", 0),
     ("grpc.keepalive_time_ms", 60_000),
