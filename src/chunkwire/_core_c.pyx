@@ -26,7 +26,6 @@ from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZ
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Check
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memchr, memcpy, strcmp
-from posix.unistd cimport close as _close_fd
 
 import os
 
@@ -1009,7 +1008,10 @@ cdef class _RingEnd:
     def __dealloc__(self):
         PyMem_Free(self._space.records)
         if not self._closed:
-            _close_fd(self._fd)  # the mapping goes with its last view
+            try:
+                os.close(self._fd)  # the mapping goes with its last view
+            except OSError:
+                pass
 
     cdef int _open(self, uint32_t ring_id, int fd, uint64_t capacity, bint writable) except -1:
         cdef cw_shr_record *records

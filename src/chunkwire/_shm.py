@@ -9,19 +9,23 @@ mapping fault (SIGBUS) on the pages past the new end.
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 
 from ._errors import RingError
 
-REQUIRED_SEALS = fcntl.F_SEAL_SHRINK if hasattr(fcntl, "F_SEAL_SHRINK") else 0
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no rings, the rest of the core works
+    fcntl = None  # type: ignore[assignment]
+
+REQUIRED_SEALS = getattr(fcntl, "F_SEAL_SHRINK", 0)
 
 
 def create_sealed(capacity: int, name: str = "chunkwire-ring") -> int:
     """A new memfd of ``capacity`` bytes, sealed against shrink, grow and further seals."""
-    if not hasattr(os, "memfd_create"):
-        raise RingError("shared rings need memfd_create (Linux)")
+    if not hasattr(os, "memfd_create") or not REQUIRED_SEALS:
+        raise RingError("shared rings need memfd_create and file seals (Linux)")
     fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         os.ftruncate(fd, capacity)
@@ -40,6 +44,8 @@ def check_sealed(fd: int, max_capacity: int) -> int:
     Raises RingError when ``fd`` is not a sealable memfd, lacks F_SEAL_SHRINK,
     is empty, or is larger than ``max_capacity``.
     """
+    if not REQUIRED_SEALS:
+        raise RingError("shared rings need memfd_create and file seals (Linux)")
     try:
         seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
     except (OSError, AttributeError) as exc:
