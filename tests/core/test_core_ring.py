@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bodies import stamped
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +33,18 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="rings are memfds: Linux only"
 )
 fcntl = pytest.importorskip("fcntl")
+
+
+def stamped(offset: int, size: int) -> bytes:
+    """Bytes offset..offset+size of a stream where each 8-byte word holds its index.
+
+    (tests/bodies.py's stamping; the core tests stay self-contained so that
+    they also run from an installed wheel.)
+    """
+    first, last = offset // 8, (offset + size + 7) // 8
+    words = np.arange(first, last, dtype="<u8") * np.uint64(0x9E3779B97F4A7C15)
+    skip = offset - first * 8
+    return words.tobytes()[skip : skip + size]
 
 
 def pair(core: ModuleType, capacity: int, ring_id: int = 3) -> tuple[Any, Any]:
