@@ -38,6 +38,7 @@ if not NO_EXTENSIONS:
                     "csrc/ring.c",
                     "csrc/frame.c",
                     "csrc/batch.c",
+                    "csrc/shring.c",
                 ],
                 include_dirs=["csrc"],
                 extra_compile_args=compile_args,

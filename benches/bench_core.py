@@ -480,3 +480,70 @@ def test_batch_encode_16x64k(benchmark: Any, impl: str) -> None:
 @pytest.mark.parametrize("impl", BATCH_IMPLS)
 def test_batch_decode_16x64k(benchmark: Any, impl: str) -> None:
     batch_case(benchmark, impl, CHUNK, 16, decode=True)
+
+
+# -- shared ring ----------------------------------------------------------------
+#
+# One chunk at a time through a shared-memory ring: the writer copies it in,
+# the reader gets a view, releases it and the writer takes the credit back;
+# the reader touches one byte per chunk, as a consumer that hands the view on
+# (to a socket send) would. Reference: one memmove of the same bytes.
+
+
+def ring_core(core: Any, chunk: int) -> Callable[[], int]:
+    source = memoryview(SOURCE)[:chunk]
+    chunks = BULK_BYTES // chunk
+    writer = core.RingWriter(8 * chunk, 1)
+    reader = core.RingReader(os.dup(writer.fileno()), 1)
+
+    def run() -> int:
+        write, read, release, credit = writer.write, reader.read, reader.release, writer.credit
+        count = 0
+        for _ in range(chunks):
+            view = read(write(source))
+            count += view[0] >= 0
+            credit(release(view))
+        return count
+
+    return run
+
+
+def ring_memcpy(chunk: int) -> Callable[[], int]:
+    keep = bytearray(SOURCE[:chunk])
+    source = ctypes.addressof((ctypes.c_char * chunk).from_buffer(keep))
+    dest_buffer = (ctypes.c_char * chunk)()
+    dest = ctypes.addressof(dest_buffer)
+    memmove = ctypes.memmove
+    chunks = BULK_BYTES // chunk
+
+    def run() -> int:
+        for _ in range(chunks):
+            memmove(dest, source, chunk)
+        assert keep and dest_buffer
+        return chunks
+
+    return run
+
+
+def ring(benchmark: Any, impl: str, chunk: int) -> None:
+    run = ring_memcpy(chunk) if impl == "memcpy" else ring_core(load_core(impl), chunk)
+    assert run() == BULK_BYTES // chunk
+    measure(benchmark, run, rounds=7, bytes=BULK_BYTES, ops=BULK_BYTES // chunk)
+
+
+@pytest.mark.benchmark(group="ring_64k_chunks")
+@pytest.mark.parametrize("impl", ["c", "py", "memcpy"])
+def test_ring_64k_chunks(benchmark: Any, impl: str) -> None:
+    ring(benchmark, impl, 64 << 10)
+
+
+@pytest.mark.benchmark(group="ring_1m_chunks")
+@pytest.mark.parametrize("impl", ["c", "py", "memcpy"])
+def test_ring_1m_chunks(benchmark: Any, impl: str) -> None:
+    ring(benchmark, impl, 1 << 20)
+
+
+@pytest.mark.benchmark(group="ring_4k_chunks")
+@pytest.mark.parametrize("impl", ["c", "py", "memcpy"])
+def test_ring_4k_chunks(benchmark: Any, impl: str) -> None:
+    ring(benchmark, impl, 4 << 10)

@@ -1,6 +1,6 @@
 # C declarations for _core_c.pyx: the ring buffer, frame and batch helpers in csrc/.
 
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 
 cdef extern from "ring.h" nogil:
@@ -87,3 +87,38 @@ cdef extern from "batch.h" nogil:
                                    uint64_t kind, uint64_t value, size_t payload_len)
     int cw_mux_next(const unsigned char *buf, size_t *pos, size_t end,
                     cw_mux_frame *out, cw_frame_error *err)
+
+
+cdef extern from "shring.h" nogil:
+    enum:
+        CW_SHR_DESC_SIZE
+        CW_SHR_OK
+        CW_SHR_ERR_SIZE
+        CW_SHR_ERR_RING
+        CW_SHR_ERR_OFFSET
+        CW_SHR_ERR_EMPTY
+        CW_SHR_ERR_PAST_END
+
+    ctypedef struct cw_shr_record:
+        uint64_t offset
+        uint64_t length
+        uint64_t cost
+        int released
+
+    ctypedef struct cw_shr_space:
+        uint64_t capacity
+        uint64_t head
+        uint64_t used
+        cw_shr_record *records
+        size_t rec_cap
+        size_t rec_first
+        size_t rec_len
+
+    void cw_shr_init(cw_shr_space *s, uint64_t capacity)
+    void cw_shr_place(const cw_shr_space *s, uint64_t length, uint64_t *offset, uint64_t *cost)
+    cw_shr_record *cw_shr_grow(cw_shr_space *s, cw_shr_record *dest, size_t new_cap)
+    void cw_shr_push(cw_shr_space *s, uint64_t offset, uint64_t length, uint64_t cost)
+    int cw_shr_release(cw_shr_space *s, uint64_t offset, uint64_t length)
+    void cw_shr_desc_put(unsigned char *p, uint32_t ring_id, uint64_t offset, uint64_t length)
+    int cw_shr_desc_get(const unsigned char *p, size_t len, uint32_t ring_id, uint64_t capacity,
+                        uint32_t *got_id, uint64_t *offset, uint64_t *length)

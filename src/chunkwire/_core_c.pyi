@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from typing import Any, Final, Literal
 
 from ._errors import FrameError as FrameError
+from ._errors import RingError as RingError
 
 COMPILED: Final[Literal[True]]
 DEFAULT_CHUNK_SIZE: Final[int]
@@ -194,20 +195,135 @@ def encode_sse(
     in ``id``) raises ValueError; ``retry`` must be a non-negative int.
     """
 
+RING_DESCRIPTOR_SIZE: Final[int]
+
+def encode_ring_descriptor(ring_id: int, offset: int, length: int) -> bytes:
+    """The 20-byte descriptor of a chunk in a shared ring: ring id, offset, length.
+
+    Little-endian u32 ring id, u64 offset, u64 length. OverflowError for a
+    value outside its range.
+    """
+
+def decode_ring_descriptor(data: Any, ring_id: int, capacity: int) -> tuple[int, int]:
+    """``(offset, length)`` of a descriptor for ring ``ring_id`` of ``capacity`` bytes.
+
+    RingError, naming what is wrong, for a descriptor that is not 20 bytes,
+    names another ring, starts outside the ring, is empty, or runs past the
+    ring's end. Never touches the ring itself.
+    """
+
+class RingWriter:
+    """The sending end of a shared-memory ring: one direction of a lane.
+
+    ``RingWriter(capacity, ring_id)`` creates a memfd of ``capacity`` bytes,
+    seals it against shrinking and growing (F_SEAL_SHRINK | F_SEAL_GROW |
+    F_SEAL_SEAL: the peer can never make a mapping fault with SIGBUS) and
+    maps it. Send ``fileno()`` to the reader (SCM_RIGHTS).
+
+    ``write(data)`` copies a chunk from any C-contiguous buffer into the ring
+    and returns its descriptor, or None when the ring has no room until the
+    reader returns credit. A chunk is 1..capacity//2 bytes, so any chunk fits
+    once the ring is empty. ``credit(descriptor)`` takes back a chunk the
+    reader released; a descriptor that is no outstanding chunk of this ring
+    is a RingError.
+    """
+
+    def __init__(self, capacity: int, ring_id: int = 0) -> None: ...
+    @property
+    def ring_id(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def used(self) -> int:
+        """Bytes held by chunks not yet released, with the bytes skipped at the end."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def max_chunk(self) -> int:
+        """The largest chunk ``write`` accepts: half the ring."""
+    def fileno(self) -> int: ...
+    def write(self, data: Any) -> bytes | None:
+        """Copy ``data`` into the ring; its descriptor, or None when there is no room yet."""
+    def credit(self, descriptor: Any) -> None:
+        """Take back the space of a chunk the reader released."""
+    def close(self) -> None:
+        """Unmap the ring and close its file. Idempotent."""
+    def __enter__(self) -> RingWriter: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+
+class RingReader:
+    """The receiving end of a shared-memory ring.
+
+    ``RingReader(fd, ring_id, max_capacity)`` takes ownership of ``fd`` (a
+    received memfd; closed here, also when refused), checks that it is
+    sealed against shrinking (RingError otherwise, and for an empty file or
+    one above ``max_capacity``) and maps it read-only.
+
+    ``read(descriptor)`` checks the descriptor (RingError for another ring,
+    an offset or length outside the ring, a chunk that is not where the
+    writer had to put it, or one that overruns chunks not yet released) and
+    returns a read-only memoryview into the mapping, without a copy.
+
+    Lifetime: a chunk view is valid until ``release(view)``, which returns
+    the descriptor to send back as credit. After release the view itself is
+    released: any use raises ValueError, so a chunk cannot be read after
+    the writer may reuse its space. A consumer that keeps a chunk copies it
+    first (``bytes(view)``). While something still holds a buffer export of
+    the view itself (a C consumer mid-write, ``struct.iter_unpack``),
+    ``release`` raises BufferError and the space stays held; release again
+    once it is gone. Views derived from a chunk (slices, ``memoryview(view)``,
+    numpy arrays) are not released with it: they stay memory-safe (the
+    mapping is never unmapped under a live view) but show whatever the
+    writer puts there next, so a consumer copies rather than keeps them.
+    """
+
+    def __init__(self, fd: int, ring_id: int = 0, max_capacity: int = 1 << 30) -> None: ...
+    @property
+    def ring_id(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def used(self) -> int:
+        """Bytes held by chunks not yet released, with the bytes skipped at the end."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def outstanding(self) -> int:
+        """Chunk views handed out and not yet released."""
+    def fileno(self) -> int: ...
+    def read(self, descriptor: Any) -> memoryview:
+        """A read-only view of the chunk ``descriptor`` names."""
+    def release(self, view: memoryview) -> bytes:
+        """Release a chunk view; the descriptor to return to the writer as credit."""
+    def close(self) -> None:
+        """Release every chunk view, unmap, close the file. Idempotent.
+
+        A view still exported elsewhere keeps the mapping alive until that
+        export goes; it is never unmapped under a live view.
+        """
+    def __enter__(self) -> RingReader: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+
 __all__ = [
     "COMPILED",
     "DEFAULT_CHUNK_SIZE",
+    "RING_DESCRIPTOR_SIZE",
     "BatchWriter",
     "Chunker",
     "FrameError",
     "RequestFrame",
     "ResponseFrame",
+    "RingError",
+    "RingReader",
+    "RingWriter",
     "decode_batch",
     "decode_request_frame",
     "decode_response_frame",
+    "decode_ring_descriptor",
     "encode_batch",
     "encode_request_frame",
     "encode_response_frame",
+    "encode_ring_descriptor",
     "encode_sse",
     "join_request_frame",
     "join_response_frame",

@@ -4,7 +4,7 @@ The twin of ``chunkwire._core_py``: same names, results and errors; the
 docstrings live there and in ``_core_c.pyi``.
 """
 
-from cpython.buffer cimport PyBUF_FULL_RO, PyBuffer_IsContiguous, PyBuffer_Release
+from cpython.buffer cimport PyBUF_FULL_RO, PyBUF_WRITABLE, PyBuffer_IsContiguous, PyBuffer_Release
 from cpython.bytes cimport (
     PyBytes_AS_STRING,
     PyBytes_CheckExact,
@@ -24,10 +24,13 @@ from cpython.sequence cimport (
 from cpython.number cimport PyNumber_AsSsize_t, PyNumber_Index as _index
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Check
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memchr, memcpy, strcmp
 
-from ._errors import FrameError
+import os
+
+from ._errors import FrameError, RingError
+from ._shm import check_sealed, create_sealed, map_ring
 
 
 cdef extern from "Python.h":
@@ -898,18 +901,327 @@ def encode_sse(data, *, event=None, id=None, retry=None):
 __all__ = [
     "COMPILED",
     "DEFAULT_CHUNK_SIZE",
+    "RING_DESCRIPTOR_SIZE",
     "BatchWriter",
     "Chunker",
     "FrameError",
     "RequestFrame",
     "ResponseFrame",
+    "RingError",
+    "RingReader",
+    "RingWriter",
     "decode_batch",
+    "decode_ring_descriptor",
     "decode_request_frame",
     "decode_response_frame",
     "encode_batch",
+    "encode_ring_descriptor",
     "encode_request_frame",
     "encode_response_frame",
     "encode_sse",
     "join_request_frame",
     "join_response_frame",
 ]
+
+
+# -- shared ring -----------------------------------------------------------------
+
+RING_DESCRIPTOR_SIZE = CW_SHR_DESC_SIZE
+
+def encode_ring_descriptor(ring_id, offset, length):
+    ring_id = _index(ring_id)
+    offset = _index(offset)
+    length = _index(length)
+    if not 0 <= ring_id <= 0xFFFFFFFF:
+        raise OverflowError(f"ring id {ring_id} is outside 0..2**32-1")
+    if not 0 <= offset <= 0xFFFFFFFFFFFFFFFF:
+        raise OverflowError(f"offset {offset} is outside 0..2**64-1")
+    if not 0 <= length <= 0xFFFFFFFFFFFFFFFF:
+        raise OverflowError(f"length {length} is outside 0..2**64-1")
+    return _descriptor(<uint32_t>ring_id, <uint64_t>offset, <uint64_t>length)
+
+
+cdef bytes _descriptor(uint32_t ring_id, uint64_t offset, uint64_t length):
+    out = PyBytes_FromStringAndSize(NULL, CW_SHR_DESC_SIZE)
+    cw_shr_desc_put(<unsigned char *>PyBytes_AS_STRING(out), ring_id, offset, length)
+    return out
+
+
+cdef int _decode_descriptor(object data, uint32_t ring_id, uint64_t capacity,
+                            uint64_t *offset, uint64_t *length) except -1:
+    cdef Py_buffer view
+    cdef uint32_t got_id = 0
+    cdef int code
+    cdef Py_ssize_t size
+    _get_bytes_view(data, &view)
+    size = view.len
+    code = cw_shr_desc_get(<const unsigned char *>view.buf, <size_t>view.len, ring_id,
+                           capacity, &got_id, offset, length)
+    PyBuffer_Release(&view)
+    if code == CW_SHR_OK:
+        return 0
+    if code == CW_SHR_ERR_SIZE:
+        raise RingError(
+            f"ring descriptor must be {CW_SHR_DESC_SIZE} bytes, got {size}"
+        )
+    if code == CW_SHR_ERR_RING:
+        raise RingError(f"descriptor for ring {got_id}, expected ring {ring_id}")
+    if code == CW_SHR_ERR_OFFSET:
+        raise RingError(
+            f"descriptor offset {offset[0]} is outside the ring of {capacity} bytes"
+        )
+    if code == CW_SHR_ERR_EMPTY:
+        raise RingError("descriptor length is 0")
+    raise RingError(
+        f"descriptor length {length[0]} at offset {offset[0]} passes the ring end "
+        f"({capacity} bytes)"
+    )
+
+
+def decode_ring_descriptor(data, ring_id, capacity):
+    cdef uint64_t offset = 0, length = 0
+    ring_id = _index(ring_id)
+    capacity = _index(capacity)
+    if not 0 <= ring_id <= 0xFFFFFFFF:
+        raise OverflowError(f"ring id {ring_id} is outside 0..2**32-1")
+    if not 0 <= capacity <= 0xFFFFFFFFFFFFFFFF:
+        raise OverflowError(f"capacity {capacity} is outside 0..2**64-1")
+    _decode_descriptor(data, <uint32_t>ring_id, <uint64_t>capacity, &offset, &length)
+    return (offset, length)
+
+
+cdef class _RingEnd:
+    cdef uint32_t _ring_id
+    cdef uint64_t _capacity
+    cdef int _fd
+    cdef object _map
+    cdef object _base
+    cdef cw_shr_space _space
+    cdef bint _closed
+    cdef bint _opened
+
+    def __cinit__(self):
+        cw_shr_init(&self._space, 0)
+        self._closed = True
+        self._opened = False
+
+    def __dealloc__(self):
+        PyMem_Free(self._space.records)
+        if not self._closed:
+            try:
+                os.close(self._fd)  # the mapping goes with its last view
+            except OSError:
+                pass
+
+    cdef int _open(self, uint32_t ring_id, int fd, uint64_t capacity, bint writable) except -1:
+        cdef cw_shr_record *records
+        self._ring_id = ring_id
+        self._capacity = capacity
+        self._fd = fd
+        self._map = map_ring(fd, capacity, writable=writable)
+        self._base = memoryview(self._map)
+        cw_shr_init(&self._space, capacity)
+        records = <cw_shr_record *>PyMem_Malloc(16 * sizeof(cw_shr_record))
+        if records == NULL:
+            raise MemoryError()
+        cw_shr_grow(&self._space, records, 16)
+        self._closed = False
+        self._opened = True
+        return 0
+
+    cdef int _push(self, uint64_t offset, uint64_t length, uint64_t cost) except -1:
+        cdef size_t new_cap
+        cdef cw_shr_record *records
+        if self._space.rec_len == self._space.rec_cap:
+            new_cap = self._space.rec_cap * 2
+            records = <cw_shr_record *>PyMem_Malloc(new_cap * sizeof(cw_shr_record))
+            if records == NULL:
+                raise MemoryError()
+            PyMem_Free(cw_shr_grow(&self._space, records, new_cap))
+        cw_shr_push(&self._space, offset, length, cost)
+        return 0
+
+    @property
+    def ring_id(self):
+        return self._ring_id
+
+    @property
+    def capacity(self):
+        return self._capacity
+
+    @property
+    def used(self):
+        return self._space.used
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def fileno(self):
+        self._check_open()
+        return self._fd
+
+    cdef int _check_open(self) except -1:
+        if self._closed:
+            raise ValueError("the ring is closed")
+        return 0
+
+    cdef _close_map(self):
+        self._base.release()
+        try:
+            self._map.close()
+        except BufferError:
+            pass  # chunk views still alive: the mapping goes with the last one
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+cdef class RingWriter(_RingEnd):
+    cdef Py_buffer _buf
+    cdef bint _has_buf
+
+    def __init__(self, capacity, ring_id=0):
+        capacity = _index(capacity)
+        ring_id = _index(ring_id)
+        if capacity < 2:
+            raise ValueError(f"ring capacity must be at least 2 bytes, got {capacity}")
+        if not 0 <= ring_id <= 0xFFFFFFFF:
+            raise OverflowError(f"ring id {ring_id} is outside 0..2**32-1")
+        if self._opened:
+            raise RuntimeError("RingWriter is already initialised")
+        fd = create_sealed(capacity)
+        try:
+            self._open(<uint32_t>ring_id, fd, <uint64_t>capacity, True)
+            _get_buffer(self._map, &self._buf, PyBUF_WRITABLE)
+            self._has_buf = True
+        except BaseException:
+            if self._opened:
+                self._close_map()
+            self._closed = True
+            os.close(fd)
+            raise
+
+    def __dealloc__(self):
+        if self._has_buf:
+            PyBuffer_Release(&self._buf)
+
+    @property
+    def max_chunk(self):
+        return self._capacity // 2
+
+    def write(self, data):
+        cdef Py_buffer view
+        cdef uint64_t length, offset = 0, cost = 0
+        self._check_open()
+        _get_bytes_view(data, &view)
+        try:
+            length = <uint64_t>view.len
+            if length == 0:
+                raise ValueError("cannot write an empty chunk to a ring")
+            if length > self._capacity // 2:
+                raise ValueError(
+                    f"chunk of {length} bytes is larger than half the ring ({self._capacity // 2})"
+                )
+            cw_shr_place(&self._space, length, &offset, &cost)
+            if cost > self._capacity - self._space.used:
+                return None
+            self._push(offset, length, cost)
+            if length >= 65536:
+                with nogil:
+                    memcpy(<unsigned char *>self._buf.buf + offset, view.buf, length)
+            else:
+                memcpy(<unsigned char *>self._buf.buf + offset, view.buf, length)
+        finally:
+            PyBuffer_Release(&view)
+        return _descriptor(self._ring_id, offset, length)
+
+    def credit(self, descriptor):
+        cdef uint64_t offset = 0, length = 0
+        self._check_open()
+        _decode_descriptor(descriptor, self._ring_id, self._capacity, &offset, &length)
+        if not cw_shr_release(&self._space, offset, length):
+            raise RingError(
+                f"credit for a chunk not outstanding in ring {self._ring_id} "
+                f"(offset {offset}, length {length})"
+            )
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        if self._has_buf:
+            PyBuffer_Release(&self._buf)
+            self._has_buf = False
+        self._close_map()
+        os.close(self._fd)
+
+
+cdef class RingReader(_RingEnd):
+    cdef dict _views
+
+    def __init__(self, fd, ring_id=0, max_capacity=1 << 30):
+        fd = _index(fd)
+        if self._opened:
+            raise RuntimeError("RingReader is already initialised")
+        try:
+            ring_id = _index(ring_id)
+            if not 0 <= ring_id <= 0xFFFFFFFF:
+                raise OverflowError(f"ring id {ring_id} is outside 0..2**32-1")
+            capacity = check_sealed(fd, _index(max_capacity))
+            self._open(<uint32_t>ring_id, fd, <uint64_t>capacity, False)
+        except BaseException:
+            self._closed = True
+            os.close(fd)
+            raise
+        self._views = {}
+
+    @property
+    def outstanding(self):
+        return len(self._views)
+
+    def read(self, descriptor):
+        cdef uint64_t offset = 0, length = 0, expected = 0, cost = 0
+        self._check_open()
+        _decode_descriptor(descriptor, self._ring_id, self._capacity, &offset, &length)
+        cw_shr_place(&self._space, length, &expected, &cost)
+        if offset != expected:
+            raise RingError(
+                f"descriptor offset {offset} is not where the next chunk of "
+                f"{length} bytes starts ({expected})"
+            )
+        if cost > self._capacity - self._space.used:
+            raise RingError(
+                f"chunk of {length} bytes at offset {offset} overruns chunks not yet "
+                f"released ({self._capacity - self._space.used} bytes free)"
+            )
+        self._push(offset, length, cost)
+        view = self._base[offset:offset + length]
+        self._views[id(view)] = (view, offset, length)
+        return view
+
+    def release(self, view):
+        entry = self._views.get(id(view))
+        if entry is None or entry[0] is not view:
+            raise RingError("not an outstanding chunk of this ring")
+        view.release()  # BufferError while exported: nothing changes
+        del self._views[id(view)]
+        offset, length = entry[1], entry[2]
+        cw_shr_release(&self._space, offset, length)
+        return _descriptor(self._ring_id, offset, length)
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        for view, _, _ in self._views.values():
+            try:
+                view.release()
+            except BufferError:
+                pass
+        self._views.clear()
+        self._close_map()
+        os.close(self._fd)

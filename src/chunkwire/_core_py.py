@@ -6,14 +6,19 @@ Both modules expose the same names and behave identically, errors included;
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import operator
+import os
 import re
+import struct
 import sys
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from ._errors import FrameError
+from ._errors import FrameError, RingError
+from ._shm import check_sealed, create_sealed, map_ring
 
 COMPILED = False
 
@@ -818,18 +823,357 @@ def encode_sse(
 __all__ = [
     "COMPILED",
     "DEFAULT_CHUNK_SIZE",
+    "RING_DESCRIPTOR_SIZE",
     "BatchWriter",
     "Chunker",
     "FrameError",
     "RequestFrame",
     "ResponseFrame",
+    "RingError",
+    "RingReader",
+    "RingWriter",
     "decode_batch",
     "decode_request_frame",
     "decode_response_frame",
+    "decode_ring_descriptor",
     "encode_batch",
     "encode_request_frame",
     "encode_response_frame",
+    "encode_ring_descriptor",
     "encode_sse",
     "join_request_frame",
     "join_response_frame",
 ]
+
+
+# -- shared ring -----------------------------------------------------------------
+
+RING_DESCRIPTOR_SIZE = 20
+_RING_DESCRIPTOR = struct.Struct("<IQQ")
+
+
+def encode_ring_descriptor(ring_id: int, offset: int, length: int) -> bytes:
+    """The 20-byte descriptor of a chunk in a shared ring: ring id, offset, length.
+
+    Little-endian u32 ring id, u64 offset, u64 length. OverflowError for a
+    value outside its range.
+    """
+    ring_id = operator.index(ring_id)
+    offset = operator.index(offset)
+    length = operator.index(length)
+    if not 0 <= ring_id <= 0xFFFFFFFF:
+        raise OverflowError(f"ring id {ring_id} is outside 0..2**32-1")
+    if not 0 <= offset <= _U64_MAX:
+        raise OverflowError(f"offset {offset} is outside 0..2**64-1")
+    if not 0 <= length <= _U64_MAX:
+        raise OverflowError(f"length {length} is outside 0..2**64-1")
+    return _RING_DESCRIPTOR.pack(ring_id, offset, length)
+
+
+def decode_ring_descriptor(data: Any, ring_id: int, capacity: int) -> tuple[int, int]:
+    """``(offset, length)`` of a descriptor for ring ``ring_id`` of ``capacity`` bytes.
+
+    RingError, naming what is wrong, for a descriptor that is not 20 bytes,
+    names another ring, starts outside the ring, is empty, or runs past the
+    ring's end. Never touches the ring itself.
+    """
+    ring_id = operator.index(ring_id)
+    capacity = operator.index(capacity)
+    if not 0 <= ring_id <= 0xFFFFFFFF:
+        raise OverflowError(f"ring id {ring_id} is outside 0..2**32-1")
+    if not 0 <= capacity <= _U64_MAX:
+        raise OverflowError(f"capacity {capacity} is outside 0..2**64-1")
+    view = _as_bytes_view(data)
+    if view.nbytes != RING_DESCRIPTOR_SIZE:
+        raise RingError(
+            f"ring descriptor must be {RING_DESCRIPTOR_SIZE} bytes, got {view.nbytes}"
+        )
+    got_id, offset, length = _RING_DESCRIPTOR.unpack(view)
+    if got_id != ring_id:
+        raise RingError(f"descriptor for ring {got_id}, expected ring {ring_id}")
+    if offset >= capacity:
+        raise RingError(f"descriptor offset {offset} is outside the ring of {capacity} bytes")
+    if length == 0:
+        raise RingError("descriptor length is 0")
+    if length > capacity - offset:
+        raise RingError(
+            f"descriptor length {length} at offset {offset} passes the ring end ({capacity} bytes)"
+        )
+    return offset, length
+
+
+class _RingSpace:
+    """Where each chunk goes in a ring, as both ends compute it.
+
+    A chunk of n bytes starts at the current head, or at 0 when it would
+    pass the end (the bytes skipped count as used until it is released).
+    Offsets depend only on the lengths written, so the reader checks that
+    each descriptor is exactly where the writer had to put it. Releases may
+    come in any order; space comes back in order, as each oldest chunk is
+    released.
+    """
+
+    __slots__ = ("capacity", "head", "records", "used")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.head = 0
+        self.used = 0
+        self.records: deque[list[int]] = deque()  # [offset, length, cost, released]
+
+    def place(self, length: int) -> tuple[int, int]:
+        if self.head + length <= self.capacity:
+            return self.head, length
+        return 0, self.capacity - self.head + length
+
+    def push(self, offset: int, length: int, cost: int) -> None:
+        self.records.append([offset, length, cost, 0])
+        self.head = offset + length
+        self.used += cost
+
+    def release(self, offset: int, length: int) -> bool:
+        for record in self.records:
+            if record[0] == offset and record[1] == length and not record[3]:
+                record[3] = 1
+                break
+        else:
+            return False
+        records = self.records
+        while records and records[0][3]:
+            self.used -= records.popleft()[2]
+        return True
+
+
+class _RingEnd:
+    __slots__ = ("_base", "_capacity", "_closed", "_fd", "_map", "_ring_id", "_space")
+
+    _ring_id: int
+    _capacity: int
+    _fd: int
+    _map: mmap.mmap
+    _base: memoryview
+    _space: _RingSpace
+    _closed: bool
+
+    def _open(self, ring_id: int, fd: int, capacity: int, *, writable: bool) -> None:
+        self._ring_id = ring_id
+        self._capacity = capacity
+        self._fd = fd
+        self._map = map_ring(fd, capacity, writable=writable)
+        self._base = memoryview(self._map)
+        self._space = _RingSpace(capacity)
+        self._closed = False
+
+    @property
+    def ring_id(self) -> int:
+        return self._ring_id
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def used(self) -> int:
+        """Bytes held by chunks not yet released, with the bytes skipped at the end."""
+        return self._space.used
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fileno(self) -> int:
+        self._check_open()
+        return self._fd
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("the ring is closed")
+
+    def _close_map(self) -> None:
+        self._base.release()
+        # chunk views still alive: the mapping goes with the last one
+        with contextlib.suppress(BufferError):
+            self._map.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class RingWriter(_RingEnd):
+    """The sending end of a shared-memory ring: one direction of a lane.
+
+    ``RingWriter(capacity, ring_id)`` creates a memfd of ``capacity`` bytes,
+    seals it against shrinking and growing (F_SEAL_SHRINK | F_SEAL_GROW |
+    F_SEAL_SEAL: the peer can never make a mapping fault with SIGBUS) and
+    maps it. Send ``fileno()`` to the reader (SCM_RIGHTS).
+
+    ``write(data)`` copies a chunk from any C-contiguous buffer into the ring
+    and returns its descriptor, or None when the ring has no room until the
+    reader returns credit. A chunk is 1..capacity//2 bytes, so any chunk fits
+    once the ring is empty. ``credit(descriptor)`` takes back a chunk the
+    reader released; a descriptor that is no outstanding chunk of this ring
+    is a RingError.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, capacity: int, ring_id: int = 0) -> None:
+        capacity = operator.index(capacity)
+        ring_id = operator.index(ring_id)
+        if capacity < 2:
+            raise ValueError(f"ring capacity must be at least 2 bytes, got {capacity}")
+        if not 0 <= ring_id <= 0xFFFFFFFF:
+            raise OverflowError(f"ring id {ring_id} is outside 0..2**32-1")
+        fd = create_sealed(capacity)
+        try:
+            self._open(ring_id, fd, capacity, writable=True)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @property
+    def max_chunk(self) -> int:
+        """The largest chunk ``write`` accepts: half the ring."""
+        return self._capacity // 2
+
+    def write(self, data: Any) -> bytes | None:
+        """Copy ``data`` into the ring; its descriptor, or None when there is no room yet."""
+        self._check_open()
+        view = _as_bytes_view(data)
+        length = view.nbytes
+        if length == 0:
+            raise ValueError("cannot write an empty chunk to a ring")
+        if length > self._capacity // 2:
+            raise ValueError(
+                f"chunk of {length} bytes is larger than half the ring ({self._capacity // 2})"
+            )
+        space = self._space
+        offset, cost = space.place(length)
+        if cost > self._capacity - space.used:
+            return None
+        self._base[offset : offset + length] = view
+        space.push(offset, length, cost)
+        return _RING_DESCRIPTOR.pack(self._ring_id, offset, length)
+
+    def credit(self, descriptor: Any) -> None:
+        """Take back the space of a chunk the reader released."""
+        self._check_open()
+        offset, length = decode_ring_descriptor(descriptor, self._ring_id, self._capacity)
+        if not self._space.release(offset, length):
+            raise RingError(
+                f"credit for a chunk not outstanding in ring {self._ring_id} "
+                f"(offset {offset}, length {length})"
+            )
+
+    def close(self) -> None:
+        """Unmap the ring and close its file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_map()
+        os.close(self._fd)
+
+
+class RingReader(_RingEnd):
+    """The receiving end of a shared-memory ring.
+
+    ``RingReader(fd, ring_id, max_capacity)`` takes ownership of ``fd`` (a
+    received memfd; closed here, also when refused), checks that it is
+    sealed against shrinking (RingError otherwise, and for an empty file or
+    one above ``max_capacity``) and maps it read-only.
+
+    ``read(descriptor)`` checks the descriptor (RingError for another ring,
+    an offset or length outside the ring, a chunk that is not where the
+    writer had to put it, or one that overruns chunks not yet released) and
+    returns a read-only memoryview into the mapping, without a copy.
+
+    Lifetime: a chunk view is valid until ``release(view)``, which returns
+    the descriptor to send back as credit. After release the view itself is
+    released: any use raises ValueError, so a chunk cannot be read after
+    the writer may reuse its space. A consumer that keeps a chunk copies it
+    first (``bytes(view)``). While something still holds a buffer export of
+    the view itself (a C consumer mid-write, ``struct.iter_unpack``),
+    ``release`` raises BufferError and the space stays held; release again
+    once it is gone. Views derived from a chunk (slices, ``memoryview(view)``,
+    numpy arrays) are not released with it: they stay memory-safe (the
+    mapping is never unmapped under a live view) but show whatever the
+    writer puts there next, so a consumer copies rather than keeps them.
+    """
+
+    __slots__ = ("_views",)
+
+    def __init__(self, fd: int, ring_id: int = 0, max_capacity: int = 1 << 30) -> None:
+        fd = operator.index(fd)
+        try:
+            ring_id = operator.index(ring_id)
+            if not 0 <= ring_id <= 0xFFFFFFFF:
+                raise OverflowError(f"ring id {ring_id} is outside 0..2**32-1")
+            capacity = check_sealed(fd, operator.index(max_capacity))
+            self._open(ring_id, fd, capacity, writable=False)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._views: dict[int, tuple[memoryview, int, int]] = {}
+
+    @property
+    def outstanding(self) -> int:
+        """Chunk views handed out and not yet released."""
+        return len(self._views)
+
+    def read(self, descriptor: Any) -> memoryview:
+        """A read-only view of the chunk ``descriptor`` names."""
+        self._check_open()
+        offset, length = decode_ring_descriptor(descriptor, self._ring_id, self._capacity)
+        space = self._space
+        expected, cost = space.place(length)
+        if offset != expected:
+            raise RingError(
+                f"descriptor offset {offset} is not where the next chunk of "
+                f"{length} bytes starts ({expected})"
+            )
+        if cost > self._capacity - space.used:
+            raise RingError(
+                f"chunk of {length} bytes at offset {offset} overruns chunks not yet "
+                f"released ({self._capacity - space.used} bytes free)"
+            )
+        space.push(offset, length, cost)
+        view = self._base[offset : offset + length]
+        self._views[id(view)] = (view, offset, length)
+        return view
+
+    def release(self, view: memoryview) -> bytes:
+        """Release a chunk view; the descriptor to return to the writer as credit."""
+        entry = self._views.get(id(view))
+        if entry is None or entry[0] is not view:
+            raise RingError("not an outstanding chunk of this ring")
+        view.release()  # BufferError while exported: nothing changes
+        del self._views[id(view)]
+        offset, length = entry[1], entry[2]
+        self._space.release(offset, length)
+        return _RING_DESCRIPTOR.pack(self._ring_id, offset, length)
+
+    def close(self) -> None:
+        """Release every chunk view, unmap, close the file. Idempotent.
+
+        A view still exported elsewhere keeps the mapping alive until that
+        export goes; it is never unmapped under a live view.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for view, _, _ in self._views.values():
+            with contextlib.suppress(BufferError):
+                view.release()
+        self._views.clear()
+        self._close_map()
+        os.close(self._fd)
