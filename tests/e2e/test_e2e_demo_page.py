@@ -13,6 +13,10 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 pytestmark = pytest.mark.timeout(180)
 
+# Hang guards only, generous for a loaded machine (Playwright's default is 5 s).
+WAIT_MS = 60_000
+expect.set_options(timeout=WAIT_MS)
+
 ARTIFACTS = ROOT / "test-artifacts"
 
 # Records, for each reply the page adds to a log, the stream's status shown then.
@@ -54,6 +58,7 @@ def page() -> Iterator[Page]:
         )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(WAIT_MS)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on(
