@@ -62,6 +62,17 @@ def positive_size(text: str) -> int:
     return size
 
 
+def interval_seconds(text: str) -> float:
+    """A finite number of seconds, >= 0 (0 turns the periodic thing off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: use seconds >= 0")
+    return value
+
+
 def port_number(text: str) -> int:
     """A TCP port, 1..65535, or 0 for one the system picks."""
     try:
@@ -507,10 +518,10 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
     )
     parser.add_argument(
         "--max-message-size", type=positive_size, default=1 << 20,
-        help="WebSocket messages larger than this close the session with 1009",
+        help=f"WebSocket messages larger than this close the session with 1009: {SIZE_HELP}",
     )
     parser.add_argument(
-        "--ws-ping-interval", type=float, default=20.0, metavar="S",
+        "--ws-ping-interval", type=interval_seconds, default=20.0, metavar="S",
         help="WebSocket keep-alive ping every S seconds (0: off)",
     )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="log level")
