@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -77,10 +78,15 @@ class Client:
             await self.changed.wait()
 
 
+# Plugins listen on unix sockets in fresh directories: no TCP port is reused
+# from one test to the next.
+
+
 @contextlib.asynccontextmanager
 async def plugin_server(plugin: Plugin) -> AsyncIterator[str]:
-    async with plugin.serving("127.0.0.1:0") as server:
-        yield server.address
+    with tempfile.TemporaryDirectory(prefix="chunkwire-ws-") as tmp:
+        async with plugin.serving(f"unix:{tmp}/plugin.sock") as server:
+            yield server.address
 
 
 def echo_plugin(seen: dict) -> Plugin:
@@ -166,12 +172,14 @@ async def fake_plugin(session: FakeSession) -> AsyncIterator[str]:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service, {name: handler}),)
     )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(0)
+    with tempfile.TemporaryDirectory(prefix="chunkwire-ws-") as tmp:
+        address = f"unix:{tmp}/fake.sock"
+        server.add_insecure_port(address)
+        await server.start()
+        try:
+            yield address
+        finally:
+            await server.stop(0)
 
 
 def data_frame(payload: bytes, final: bool) -> bytes:
