@@ -19,6 +19,7 @@ PROTOS = [
     "chunkwire/v1/http.proto",
     "chunkwire/v1/plugin.proto",
     "chunkwire/v1/websocket.proto",
+    "chunkwire/v1/events.proto",
 ]
 
 
