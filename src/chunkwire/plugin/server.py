@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
-import socket
-import stat
 from typing import TYPE_CHECKING
 
 import grpc
 
+from .._sockets import add_private_unix_port, remove_unix_socket
 from .._wire import flow_window, grpc_target
 from .plugin_service import PluginServiceHandler
 from .servicer import ServeHTTPGenericHandler
@@ -39,30 +37,6 @@ def server_options(plugin: Plugin) -> list[tuple[str, int]]:
         ("grpc.http2.bdp_probe", 0),
         ("grpc.http2.lookahead_bytes", flow_window(plugin.chunk_size)),
     ]
-
-
-def _socket_in_use(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(0.5)
-        probe.connect(path)
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
-
-
-def _prepare_unix_path(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise FileExistsError(f"{path} exists and is not a socket")
-    if _socket_in_use(path):
-        raise OSError(f"unix:{path} is in use: another process is listening on it")
-    os.unlink(path)  # stale socket from a process that did not clean up
 
 
 class PluginServer:
@@ -96,16 +70,7 @@ class PluginServer:
         )
         if self._target.startswith("unix:"):
             path = os.path.abspath(self._target[len("unix:") :])
-            _prepare_unix_path(path)
-            # Created 0600 from the start: no window where others can connect.
-            old_umask = os.umask(0o177)
-            try:
-                server.add_insecure_port(f"unix:{path}")
-            finally:
-                os.umask(old_umask)
-            os.chmod(path, 0o600)
-            st = os.stat(path)
-            self._socket_ino = (st.st_dev, st.st_ino)
+            self._socket_ino = add_private_unix_port(server, path)
             self.unix_path = path
             self.address = f"unix:{path}"
         else:
@@ -137,13 +102,8 @@ class PluginServer:
             self._remove_socket()
 
     def _remove_socket(self) -> None:
-        path = self.unix_path
-        if path is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            st = os.lstat(path)
-            if (st.st_dev, st.st_ino) == self._socket_ino:
-                os.unlink(path)
+        if self.unix_path is not None:
+            remove_unix_socket(self.unix_path, self._socket_ino)
 
     async def __aenter__(self) -> PluginServer:
         return self
