@@ -88,6 +88,22 @@ class WebSocketClosed(ChunkwireError, ConnectionError):
         super().__init__(f"WebSocket closed with code {code}" + (f": {reason}" if reason else ""))
 
 
+class InvalidEvent(ChunkwireError, ValueError):
+    """An event's topic, type or data breaks the rules; the message says which."""
+
+
+class PublishError(ChunkwireError):
+    """Events may not have reached the gateway (connection broken or refused).
+
+    ``failed`` counts the events that were on the broken connection or were
+    refused; events still queued are sent again once it is back.
+    """
+
+    def __init__(self, message: str, failed: int = 0) -> None:
+        self.failed = failed
+        super().__init__(message)
+
+
 __all__ = [
     "BodyTooLarge",
     "ChunkwireError",
@@ -96,9 +112,11 @@ __all__ = [
     "HeadersAlreadySent",
     "IncompleteRequest",
     "IncompleteResponse",
+    "InvalidEvent",
     "InvalidStatus",
     "PluginCallError",
     "ProtocolError",
+    "PublishError",
     "ResponseAborted",
     "WebSocketClosed",
 ]

@@ -1,0 +1,244 @@
+"""Local fan-out: per-topic sequence numbers, replay buffers and bounded subscriber queues.
+
+Every broker delivers through one of these: the in-memory broker for each
+published event, the NATS broker for each event its gateway publishes or
+receives. An event is framed as a Server-Sent Event once, when it gets its
+``seq``; subscribers share those bytes.
+
+Bounds: a subscriber holds at most ``queue_size`` events (on overflow the
+oldest go and the subscriber is told how many with a ``lagged`` event);
+each topic replays its last ``replay`` events, and all replay buffers
+together hold at most ``replay_bytes`` (the topics published least recently
+give up their oldest events first) and ``max_topics`` topics without
+subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .._core import encode_sse
+from .model import Event
+
+DEFAULT_QUEUE_SIZE = 1024
+DEFAULT_REPLAY = 1000
+DEFAULT_REPLAY_BYTES = 64 << 20
+DEFAULT_MAX_TOPICS = 10_000
+_ENTRY_OVERHEAD = 100  # bytes a replay entry costs besides its frame
+
+
+def lagged_frame(dropped: int) -> bytes:
+    return encode_sse(json.dumps({"dropped": dropped}), event="lagged")
+
+
+@dataclass
+class BrokerStats:
+    """Counters a broker keeps (read by the metrics and the JSON stats)."""
+
+    published: int = 0
+    dropped: int = 0
+    publish_failed: int = 0
+    subscribers: int = 0
+
+
+class Subscription:
+    """A subscriber's bounded queue of framed events (``take()`` empties it)."""
+
+    __slots__ = ("_fanout", "_queue", "_waiter", "closed", "dropped", "maxlen", "topics")
+
+    def __init__(self, fanout: Fanout, topics: tuple[str, ...], maxlen: int) -> None:
+        self._fanout = fanout
+        self.topics = topics
+        self.maxlen = maxlen
+        self._queue: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.dropped = 0
+        self.closed = False
+
+    def _put(self, frame: bytes) -> None:
+        queue = self._queue
+        if len(queue) >= self.maxlen:
+            queue.popleft()
+            self.dropped += 1
+            self._fanout.stats.dropped += 1
+        queue.append(frame)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take(self) -> tuple[list[bytes], int]:
+        """Queued frames, oldest first, and how many were dropped before them."""
+        frames = list(self._queue)
+        self._queue.clear()
+        dropped, self.dropped = self.dropped, 0
+        return frames, dropped
+
+    def pending(self) -> int:
+        return len(self._queue) + (1 if self.dropped else 0)
+
+    async def wait(self, timeout: float) -> None:
+        """Return when an event is queued, the subscription closed, or after ``timeout``."""
+        if self._queue or self.dropped or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def close(self) -> None:
+        """Stop receiving; the broker forgets the subscriber at once."""
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        self._fanout._remove(self)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Topic:
+    __slots__ = ("replay", "seq", "subscribers")
+
+    def __init__(self, replay: int) -> None:
+        self.seq = 0
+        self.replay: deque[tuple[int, bytes]] = deque()
+        self.subscribers: set[Subscription] = set()
+
+
+class Fanout:
+    """Topic table of one gateway. Not thread-safe: used from its event loop only."""
+
+    def __init__(
+        self,
+        *,
+        replay: int = DEFAULT_REPLAY,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        replay_bytes: int = DEFAULT_REPLAY_BYTES,
+        max_topics: int = DEFAULT_MAX_TOPICS,
+        on_idle: Callable[[str], None] | None = None,
+    ) -> None:
+        if replay < 0 or queue_size < 1 or replay_bytes < 0 or max_topics < 1:
+            raise ValueError("replay, replay_bytes >= 0 and queue_size, max_topics >= 1")
+        self.replay = replay
+        self.queue_size = queue_size
+        self.replay_bytes = replay_bytes
+        self.max_topics = max_topics
+        self.stats = BrokerStats()
+        self._topics: OrderedDict[str, _Topic] = OrderedDict()
+        self._replay_total = 0
+        self._on_idle = on_idle
+
+    def has_subscribers(self, topic: str) -> bool:
+        state = self._topics.get(topic)
+        return state is not None and bool(state.subscribers)
+
+    def deliver(self, event: Event) -> Event:
+        """Give ``event`` the topic's next seq, frame it, queue it for every subscriber."""
+        topics = self._topics
+        state = topics.get(event.topic)
+        if state is None:
+            state = topics[event.topic] = _Topic(self.replay)
+            if len(topics) > self.max_topics:
+                self._evict_topics()
+        else:
+            topics.move_to_end(event.topic)
+        state.seq += 1
+        event = Event(event.topic, event.type, event.data, state.seq, event.ts)
+        frame = encode_sse(event.to_json(), event=event.type, id=str(state.seq))
+        if self.replay:
+            replay = state.replay
+            replay.append((state.seq, frame))
+            self._replay_total += len(frame) + _ENTRY_OVERHEAD
+            if len(replay) > self.replay:
+                self._replay_total -= len(replay.popleft()[1]) + _ENTRY_OVERHEAD
+            if self._replay_total > self.replay_bytes:
+                self._trim_replay()
+        for subscriber in state.subscribers:
+            subscriber._put(frame)
+        return event
+
+    def subscribe(
+        self, topics: Iterable[str], last_event_id: int | None = None
+    ) -> tuple[Subscription, list[str]]:
+        """A new subscriber, with the replay after ``last_event_id`` already queued
+        (single topic only). Also returns the topics that had no subscriber before."""
+        names = tuple(dict.fromkeys(topics))
+        sub = Subscription(self, names, self.queue_size)
+        if last_event_id is not None and len(names) == 1:
+            state = self._topics.get(names[0])
+            if state is not None:
+                self._queue_replay(sub, state, last_event_id)
+        new: list[str] = []
+        for name in names:
+            state = self._topics.get(name)
+            if state is None:
+                state = self._topics[name] = _Topic(self.replay)
+            if not state.subscribers:
+                new.append(name)
+            state.subscribers.add(sub)
+        self.stats.subscribers += 1
+        return sub, new
+
+    def _queue_replay(self, sub: Subscription, state: _Topic, last_event_id: int) -> None:
+        if last_event_id >= state.seq:
+            return
+        missed = 0
+        oldest = state.replay[0][0] if state.replay else state.seq + 1
+        if oldest > last_event_id + 1:
+            missed = oldest - last_event_id - 1
+        sub.dropped += missed
+        for seq, frame in state.replay:
+            if seq > last_event_id:
+                sub._put(frame)
+
+    def _remove(self, sub: Subscription) -> None:
+        self.stats.subscribers -= 1
+        for name in sub.topics:
+            state = self._topics.get(name)
+            if state is None:
+                continue
+            state.subscribers.discard(sub)
+            if not state.subscribers:
+                if not state.replay:
+                    del self._topics[name]
+                if self._on_idle is not None:
+                    self._on_idle(name)
+
+    def close_all(self) -> None:
+        for state in list(self._topics.values()):
+            for sub in list(state.subscribers):
+                sub.close()
+
+    def _trim_replay(self) -> None:
+        topics = self._topics
+        while self._replay_total > self.replay_bytes and topics:
+            name, state = next(iter(topics.items()))
+            if state.replay:
+                self._replay_total -= len(state.replay.popleft()[1]) + _ENTRY_OVERHEAD
+            if not state.replay:
+                if state.subscribers:
+                    topics.move_to_end(name)
+                else:
+                    del topics[name]
+
+    def _evict_topics(self) -> None:
+        topics = self._topics
+        # Down to 90%, so a stream of new topics does not scan the table each time.
+        excess = len(topics) - self.max_topics * 9 // 10
+        for name in [n for n, s in topics.items() if not s.subscribers][:excess]:
+            state = topics.pop(name)
+            self._replay_total -= sum(len(f) + _ENTRY_OVERHEAD for _, f in state.replay)
