@@ -335,6 +335,7 @@ def _uvicorn_server(
         access_log=log_level in ("info", "debug"),
         **app.uvicorn_options(),
     )
+    logging.getLogger("uvicorn.error").addFilter(_OneLineStartupFailure())
     return Server(config)
 
 
@@ -370,21 +371,47 @@ def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
                 tls = grpc.ssl_channel_credentials(root_certificates=ca.read())
         except OSError as exc:
             raise UsageError(f"--tls-ca {ns.tls_ca}: {exc.strerror}") from None
-    return Gateway(
-        plugins,
-        tls=tls,
-        chunk_size=ns.chunk_size,
-        max_body_size=ns.max_body_size,
-        response_timeout=ns.response_timeout if ns.response_timeout > 0 else None,
-        mattermost=ns.mattermost,
-        stats_path=ns.stats_path,
-        idle_timeout=ns.idle_timeout if ns.idle_timeout > 0 else None,
-        max_header_size=ns.max_header_size,
-        max_header_count=ns.max_header_count,
-        max_empty_frames=ns.max_empty_frames,
-        max_message_size=ns.max_message_size,
-        ws_ping_interval=ns.ws_ping_interval if ns.ws_ping_interval > 0 else None,
-    )
+    try:
+        return Gateway(
+            plugins,
+            tls=tls,
+            chunk_size=ns.chunk_size,
+            max_body_size=ns.max_body_size,
+            response_timeout=ns.response_timeout if ns.response_timeout > 0 else None,
+            mattermost=ns.mattermost,
+            stats_path=ns.stats_path,
+            idle_timeout=ns.idle_timeout if ns.idle_timeout > 0 else None,
+            max_header_size=ns.max_header_size,
+            max_header_count=ns.max_header_count,
+            max_empty_frames=ns.max_empty_frames,
+            max_message_size=ns.max_message_size,
+            ws_ping_interval=ns.ws_ping_interval if ns.ws_ping_interval > 0 else None,
+            **_event_options(ns),
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _event_options(ns: argparse.Namespace) -> dict[str, Any]:
+    from .events import InMemoryBroker, NatsBroker
+
+    sizes = {"replay": ns.event_replay, "queue_size": ns.event_queue_size}
+    broker = NatsBroker(ns.nats, **sizes) if ns.nats else InMemoryBroker(**sizes)
+    return {
+        "broker": broker,
+        "events_listen": ns.events_listen,
+        "max_event_size": ns.max_event_size,
+        "sse_keepalive": ns.sse_keepalive,
+        "sse_timeout": ns.sse_timeout if ns.sse_timeout > 0 else None,
+        "metrics_path": ns.metrics_path,
+    }
+
+
+class _OneLineStartupFailure(logging.Filter):
+    # The gateway's own message already says what failed; uvicorn's generic
+    # second line only repeats that it did.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Application startup failed. Exiting."
 
 
 def _cmd_gateway(ns: argparse.Namespace) -> int:
@@ -428,16 +455,23 @@ Try:
        '{base}/plugins/demo/download?size=1073741824'
   # headers echo: the request as the plugin sees it
   curl -sS -H 'X-Trace: a' -H 'X-Trace: b' '{base}/plugins/demo/headers?q=1&q=2'
+  # event stream: watch topic demo.tokens (Server-Sent Events) in one terminal...
+  curl -sSN {base}/events/demo.tokens
+  # ...and make the plugin publish a token stream to it from another
+  curl -sS -X POST '{base}/plugins/demo/generate?text=tokens+arrive+one+by+one'
 
 Ctrl-C stops.
 """
 
 
 async def _run_demo(ns: argparse.Namespace) -> int:
-    from .demo import plugin
+    from .demo import plugin, use_events
 
     with tempfile.TemporaryDirectory(prefix="chunkwire-demo-") as tmp:
         listen = f"unix:{os.path.join(tmp, 'demo.sock')}"
+        if ns.events_listen is None:
+            ns.events_listen = f"unix:{os.path.join(tmp, 'events.sock')}"
+        use_events(ns.events_listen)
         plugin_server = await plugin.start(listen)
         try:
             gateway = _gateway_from(ns, {"demo": plugin_server.address})
@@ -523,6 +557,40 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
     parser.add_argument(
         "--ws-ping-interval", type=interval_seconds, default=20.0, metavar="S",
         help="WebSocket keep-alive ping every S seconds (0: off)",
+    )
+    events = parser.add_argument_group("event streams")
+    events.add_argument(
+        "--events-listen", default=None, metavar="ADDR",
+        help="serve the gRPC Events service for publishers on unix:/path.sock (mode 0600) "
+        "or a loopback HOST:PORT",
+    )
+    events.add_argument(
+        "--nats", default=None, metavar="URL",
+        help="share events with other gateways through NATS (nats://HOST:PORT)",
+    )
+    events.add_argument(
+        "--sse-keepalive", type=float, default=15.0, metavar="S",
+        help="keep-alive comment after S seconds without a write",
+    )
+    events.add_argument(
+        "--sse-timeout", type=float, default=300.0, metavar="S",
+        help="end an event stream after S seconds without an event (0: never)",
+    )
+    events.add_argument(
+        "--max-event-size", type=positive_size, default=1 << 20, metavar="BYTES",
+        help="refuse events with more data than this",
+    )
+    events.add_argument(
+        "--event-queue-size", type=int, default=1024, metavar="N",
+        help="events queued per subscriber before the oldest are dropped",
+    )
+    events.add_argument(
+        "--event-replay", type=int, default=1000, metavar="N",
+        help="events kept per topic for Last-Event-ID",
+    )
+    parser.add_argument(
+        "--metrics-path", default=None, metavar="PATH",
+        help="serve Prometheus metrics at this path (e.g. /metrics)",
     )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="log level")
 

@@ -10,7 +10,10 @@ Routes (behind the gateway at ``/plugins/demo``):
 - ``GET /headers``: the request as the plugin sees it, as JSON;
 - WebSocket ``/ws/stream/bidirectional``, ``/ws/stream/server?interval=1``
   and ``/ws/stream/client``: the three streaming modes (JSON messages with
-  ``stream_id``, ``sequence_number``, ``timestamp``, ``message``).
+  ``stream_id``, ``sequence_number``, ``timestamp``, ``message``);
+- ``POST /generate?text=...&interval=0.2``: publishes the words of ``text``
+  one by one as ``token`` events on topic ``demo.tokens`` (then a ``done``
+  event); watch them at ``/events/demo.tokens``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ _PAGE_TYPES = {
     "demo.js": "text/javascript; charset=utf-8",
     "demo.css": "text/css; charset=utf-8",
 }
+
+TOKENS_TOPIC = "demo.tokens"
+_GENERATE_TEXT = "Tokens are published over gRPC and fanned out to every SSE subscriber ."
+_events_address: str | None = None
+
+
+def use_events(address: str | None) -> None:
+    """Where ``/generate`` publishes: the gateway's Events service address."""
+    global _events_address
+    _events_address = address
 
 _BLOCK = bytes(range(256)) * 256  # 64 KiB
 
@@ -167,3 +180,23 @@ async def headers(request: Request, response: Response) -> None:
     }
     response.headers["Content-Type"] = "application/json"
     await response.write(json.dumps(payload, indent=2).encode() + b"\n")
+
+
+@plugin.route("/generate", methods=["POST"])
+async def generate(request: Request, response: Response) -> None:
+    from .events import Publisher
+
+    response.headers["Content-Type"] = "application/json"
+    if _events_address is None:
+        response.status = 503
+        await response.write(b'{"error": "no events service configured"}\n')
+        return
+    words = request.query.get("text", _GENERATE_TEXT).split()
+    interval = float(request.query.get("interval", "0.2"))
+    async with Publisher(_events_address) as publisher:
+        for i, word in enumerate(words):
+            if i:
+                await asyncio.sleep(interval)
+            await publisher.publish(TOKENS_TOPIC, "token", word)
+        await publisher.publish(TOKENS_TOPIC, "done", str(len(words)))
+    await response.write(json.dumps({"topic": TOKENS_TOPIC, "tokens": len(words)}).encode() + b"\n")

@@ -19,6 +19,9 @@ from .._paths import BadPath, route_plugin
 from .._proto import http_pb2
 from .._websocket import DEFAULT_MAX_MESSAGE_SIZE
 from .._wire import headers_to_proto
+from ..events.broker import Broker, InMemoryBroker
+from ..events.model import DEFAULT_MAX_DATA
+from ..events.service import EventsServer
 from .forward import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_EMPTY_FRAMES,
@@ -27,6 +30,7 @@ from .forward import (
     send_plain,
     send_plain_early,
 )
+from .metrics import GatewayMetrics
 from .request_checks import (
     DEFAULT_MAX_HEADER_COUNT,
     DEFAULT_MAX_HEADER_SIZE,
@@ -34,6 +38,7 @@ from .request_checks import (
     RequestHead,
     read_request_head,
 )
+from .sse import AuthorizeTopic, EventStreams, ExpandTopic
 from .types import Receive, Scope, Send
 from .upstream import Upstream
 from .websocket import serve_websocket
@@ -120,7 +125,7 @@ def _proto_version(http_version: str) -> tuple[str, int, int]:
 
 
 class Gateway:
-    """ASGI app forwarding ``/plugins/{id}/...`` to chunkwire plugins over gRPC.
+    r"""ASGI app forwarding ``/plugins/{id}/...`` to chunkwire plugins over gRPC.
 
     ``plugins`` maps plugin ids to addresses (``unix:/path.sock`` or
     ``HOST:PORT``). ``authenticate(scope)``, sync or async, returns an
@@ -175,6 +180,22 @@ class Gateway:
     ``Expect: 100-continue`` is honoured per plugin decision: "100 Continue"
     goes out only once the plugin asks for the body; a plugin answering
     first gets its answer to the client, which never sends the body.
+
+    Event streams: ``broker`` (default :class:`~chunkwire.events.InMemoryBroker`)
+    fans events out to ``GET /events/{topic}`` and
+    ``GET /events/{topic}/consolidated`` (Server-Sent Events). With
+    ``events_listen`` (``unix:/path.sock``, created 0600, or a loopback
+    ``HOST:PORT``; any other address needs ``events_credentials``) the gRPC
+    Events service runs with the ASGI lifespan, for :class:`Publisher`\ s;
+    events with more than ``max_event_size`` bytes of data are refused.
+    SSE requests go through ``authenticate`` (None from it: 401; without
+    ``authenticate`` every client may subscribe), then
+    ``authorize_topic(identity, topic)`` (True, False: 403, None: 404; sync
+    or async); ``expand_topic(identity, topic)`` lists the topics merged
+    into the consolidated stream (each authorized as well). A stream sends
+    a keep-alive comment every ``sse_keepalive`` seconds and ends after
+    ``sse_timeout`` seconds without an event. ``metrics_path`` serves
+    Prometheus metrics from a registry of this gateway's own.
     """
 
     def __init__(
@@ -195,6 +216,15 @@ class Gateway:
         max_empty_frames: int = DEFAULT_MAX_EMPTY_FRAMES,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         ws_ping_interval: float | None = 20.0,
+        broker: Broker | None = None,
+        events_listen: str | None = None,
+        events_credentials: grpc.ServerCredentials | None = None,
+        max_event_size: int = DEFAULT_MAX_DATA,
+        authorize_topic: AuthorizeTopic | None = None,
+        expand_topic: ExpandTopic | None = None,
+        sse_keepalive: float = 15.0,
+        sse_timeout: float | None = 300.0,
+        metrics_path: str | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -234,6 +264,32 @@ class Gateway:
             "received_bytes": 0,
             "response_messages": 0,
         }
+        self.broker: Broker = broker if broker is not None else InMemoryBroker()
+        self._events_server = (
+            EventsServer(
+                self.broker,
+                events_listen,
+                credentials=events_credentials,
+                max_data_size=max_event_size,
+            )
+            if events_listen is not None
+            else None
+        )
+        self._sse = EventStreams(
+            self.broker,
+            identify=self._identify,
+            reject_type=Reject,
+            authorize_topic=authorize_topic,
+            expand_topic=expand_topic,
+            keepalive=sse_keepalive,
+            timeout=sse_timeout,
+        )
+        self._metrics_path = metrics_path
+        self._metrics = (
+            GatewayMetrics(self._upstreams, self.broker.stats, self._sse.stats)
+            if metrics_path is not None
+            else None
+        )
 
     def uvicorn_options(self) -> dict[str, Any]:
         """The WebSocket settings of uvicorn that match this gateway's."""
@@ -248,6 +304,12 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            metrics = self._metrics
+            if metrics is not None:
+                plugin_stats = metrics.plugin_of(scope["path"])
+                if plugin_stats is not None:
+                    await metrics.track(plugin_stats, scope, receive, send, self._http)
+                    return
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -263,19 +325,61 @@ class Gateway:
                 # second Ctrl-C): nothing is left to wait for.
                 return
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as error:
+                    await self.aclose()
+                    text = str(error).strip().splitlines()
+                    await send(
+                        {
+                            "type": "lifespan.startup.failed",
+                            "message": text[0] if text else type(error).__name__,
+                        }
+                    )
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    @property
+    def events_address(self) -> str | None:
+        """Where publishers reach the Events service (the bound port for ``HOST:0``)."""
+        return self._events_server.address if self._events_server is not None else None
+
+    async def start(self) -> None:
+        """Start the broker and the Events service (the ASGI lifespan calls this)."""
+        await self.broker.start()
+        if self._events_server is not None:
+            await self._events_server.start()
+
     async def aclose(self) -> None:
-        """Close every plugin channel (they reopen on the next request)."""
+        """Close every plugin channel (they reopen on the next request), stop events."""
+        if self._events_server is not None:
+            await self._events_server.stop()
+        await self.broker.close()
         for upstream in self._upstreams.values():
             await upstream.close()
 
+    async def _identify(self, scope: Scope) -> tuple[bool, Identity | None]:
+        """(authenticated, identity) for a request that needs a known client."""
+        if self._authenticate is None:
+            return True, None
+        result = self._authenticate(scope)
+        if inspect.isawaitable(result):
+            result = await result
+        identity = _identity(result)
+        return identity is not None, identity
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
+        if path.startswith("/events/"):
+            await self._sse.handle(scope, receive, send)
+            return
+        if self._metrics is not None and path == self._metrics_path:
+            await self._metrics.serve(send)
+            return
         if self._stats_path is not None and path == self._stats_path:
             body = json.dumps(self.stats()).encode()
             await send(
@@ -454,6 +558,15 @@ class Gateway:
         """Counters, open gRPC calls per plugin, asyncio task count, memory (kB)."""
         data: dict[str, Any] = dict(self._counters)
         data["calls"] = {pid: up.active_calls() for pid, up in self._upstreams.items()}
+        events = self.broker.stats
+        data["events"] = {
+            "published": events.published,
+            "delivered": self._sse.stats.delivered,
+            "dropped": events.dropped,
+            "publish_failed": events.publish_failed,
+            "subscribers": events.subscribers,
+            "streams": self._sse.stats.streams,
+        }
         try:
             data["tasks"] = len(asyncio.all_tasks())
         except RuntimeError:
