@@ -20,6 +20,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 from ..errors import InvalidEvent
 from ..events.broker import Broker
@@ -85,8 +86,11 @@ class EventStreams:
         self.stats = SSEStats()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
-        parts = path[len("/events/") :].split("/")
+        # Segments of the raw path, so an encoded "/" stays inside the topic (and fails it).
+        raw: bytes = scope.get("raw_path") or b""
+        if not raw.startswith(b"/events/"):
+            raw = scope["path"].encode()
+        parts = [unquote(part.decode("latin-1")) for part in raw[len(b"/events/") :].split(b"/")]
         consolidated = len(parts) == 2 and parts[1] == "consolidated"
         if len(parts) > 2 or (len(parts) == 2 and not consolidated):
             await send_plain(send, 404, "Not Found")
