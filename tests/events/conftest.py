@@ -206,17 +206,25 @@ class NatsServer:
             raise AssertionError("nats-server is not installed (apt-get install nats-server)")
         self.binary = binary
         self.port = free_port()
+        self.monitor_port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.start()
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port)],
+            [self.binary, "-a", "127.0.0.1", "-p", str(self.port),
+             "-m", str(self.monitor_port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: connectable(("127.0.0.1", self.port)), "nats-server to listen")
+        wait_for(lambda: connectable(("127.0.0.1", self.monitor_port)), "nats monitoring")
+
+    def subscriptions(self) -> int:
+        """Subscriptions the server holds (its monitoring endpoint)."""
+        url = f"http://127.0.0.1:{self.monitor_port}/subsz"
+        return httpx.get(url, timeout=HANG_GUARD).json()["num_subscriptions"]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -30,7 +30,6 @@ from .forward import (
     send_plain,
     send_plain_early,
 )
-from .metrics import GatewayMetrics
 from .request_checks import (
     DEFAULT_MAX_HEADER_COUNT,
     DEFAULT_MAX_HEADER_SIZE,
@@ -285,11 +284,12 @@ class Gateway:
             timeout=sse_timeout,
         )
         self._metrics_path = metrics_path
-        self._metrics = (
-            GatewayMetrics(self._upstreams, self.broker.stats, self._sse.stats)
-            if metrics_path is not None
-            else None
-        )
+        self._metrics = None
+        if metrics_path is not None:
+            # prometheus-client is imported only by gateways that serve metrics.
+            from .metrics import GatewayMetrics
+
+            self._metrics = GatewayMetrics(self._upstreams, self.broker.stats, self._sse.stats)
 
     def uvicorn_options(self) -> dict[str, Any]:
         """The WebSocket settings of uvicorn that match this gateway's."""
