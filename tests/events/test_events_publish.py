@@ -184,6 +184,7 @@ def test_events_listen_off_loopback_without_tls_is_refused_at_start(stack, addre
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("chunkwire gateway: error: events_listen ")
     assert f"events_listen {address!r} is not a unix socket or a loopback address" in lines[0]
 
 
@@ -191,8 +192,8 @@ def test_events_listen_malformed_is_refused(stack):
     proc = _gateway_cli(stack, "--events-listen", "nonsense")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "chunkwire: events_listen: address must be 'unix:/path.sock' or 'HOST:PORT', "
-        "got 'nonsense'"
+        "chunkwire gateway: error: events_listen: address must be 'unix:/path.sock' or "
+        "'HOST:PORT', got 'nonsense'"
     ]
 
 
