@@ -203,7 +203,7 @@ def test_events_socket_in_use_is_one_line_at_start(stack):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert "is in use by another server" in lines[0]
+    assert "is in use: another process is listening on it" in lines[0]
 
 
 def test_tcp_loopback_events_port(stack):

@@ -165,3 +165,15 @@ def test_unknown_paths_still_reach_plugins(stack):
     gw = stack.gateway()
     resp = httpx.post(gw.url + "/plugins/p/body", content=b"abc")
     assert resp.status_code == 200 and resp.content == b"xxx"
+
+
+def test_event_requests_get_the_gateways_header_checks(stack):
+    gw = stack.gateway("--max-header-count", "20")
+    url = gw.url + "/events/checked"
+    with sse_client() as client:
+        many = {f"X-H{i}": "v" for i in range(21)}  # plus Host, Accept...: past 20
+        assert client.get(url, headers=many).status_code == 431
+        few = {f"X-H{i}": "v" for i in range(10)}
+        with client.stream("GET", url, headers=few) as resp:
+            assert resp.status_code == 200
+        assert client.get(url, headers={"Host": "bad/host"}).status_code == 400

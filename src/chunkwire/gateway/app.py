@@ -276,8 +276,8 @@ class Gateway:
         )
         self._sse = EventStreams(
             self.broker,
-            identify=self._identify,
-            reject_type=Reject,
+            identify=self.admit_events,
+            reject_type=Refused,
             authorize_topic=authorize_topic,
             expand_topic=expand_topic,
             keepalive=sse_keepalive,
@@ -361,16 +361,6 @@ class Gateway:
         await self.broker.close()
         for upstream in self._upstreams.values():
             await upstream.close()
-
-    async def _identify(self, scope: Scope) -> tuple[bool, Identity | None]:
-        """(authenticated, identity) for a request that needs a known client."""
-        if self._authenticate is None:
-            return True, None
-        result = self._authenticate(scope)
-        if inspect.isawaitable(result):
-            result = await result
-        identity = _identity(result)
-        return identity is not None, identity
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -461,25 +451,41 @@ class Gateway:
         if routed is None or upstream is None:
             raise Refused(404, "Not Found")
         plugin_id, raw_rest, plugin_path = routed
+        head = self._checked_head(scope, f"plugin {plugin_id!r}")
+        scope["chunkwire.plugin_id"] = plugin_id
+        scope["chunkwire.plugin_path"] = plugin_path
+        identity = await self._authenticated(scope)
+        return Admission(plugin_id, upstream, raw_rest, head, identity)
+
+    async def admit_events(self, scope: Scope) -> tuple[bool, Identity | None]:
+        """``admit``'s checks for an event stream: header limits, Host, authenticate.
+
+        Returns (authenticated, identity): without ``authenticate`` every
+        client counts as authenticated; with it, None from it does not.
+        """
+        self._checked_head(scope, "events")
+        identity = await self._authenticated(scope)
+        return self._authenticate is None or identity is not None, identity
+
+    def _checked_head(self, scope: Scope, where: str) -> RequestHead:
         try:
-            head = read_request_head(
+            return read_request_head(
                 scope["headers"], max_size=self.max_header_size, max_count=self.max_header_count
             )
         except BadRequestHead as error:
-            log.info("plugin %r: %d %s", plugin_id, error.status, error.reason)
+            log.info("%s: %d %s", where, error.status, error.reason)
             raise Refused(error.status, error.reason) from None
-        scope["chunkwire.plugin_id"] = plugin_id
-        scope["chunkwire.plugin_path"] = plugin_path
-        identity: Identity | None = None
-        if self._authenticate is not None:
-            try:
-                result = self._authenticate(scope)
-                if inspect.isawaitable(result):
-                    result = await result
-                identity = _identity(result)
-            except Reject as reject:
-                raise Refused(reject.status, reject.text) from None
-        return Admission(plugin_id, upstream, raw_rest, head, identity)
+
+    async def _authenticated(self, scope: Scope) -> Identity | None:
+        if self._authenticate is None:
+            return None
+        try:
+            result = self._authenticate(scope)
+            if inspect.isawaitable(result):
+                result = await result
+            return _identity(result)
+        except Reject as reject:
+            raise Refused(reject.status, reject.text) from None
 
     def _request_init(self, scope: Scope, admitted: Admission) -> tuple[bytes, str]:
         """The serialized request init message, and the request id it carries."""
