@@ -660,6 +660,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tuned-reference", action="store_true",
         help="give the direct uvicorn reference the malloc thresholds chunkwire's CLI uses",
     )
+    from .bench_events import add_event_arguments
+
+    add_event_arguments(parser)
 
 
 def run_bench(ns: argparse.Namespace) -> int:
@@ -686,10 +689,11 @@ def run_bench(ns: argparse.Namespace) -> int:
     log(f"chunkwire bench: size={ns.size} chunk sizes={ns.chunk_size} rounds={ns.rounds} "
         f"(uvicorn with {loop} + {http}; reference malloc "
         f"{'tuned like chunkwire' if ns.tuned_reference else 'glibc defaults'})")
-    rows = run_scenarios(ns, log)
     from .bench_asgi import asgi_rows
+    from .bench_events import run_event_scenarios
 
-    rows += asgi_rows(ns, log)
+    rows = [] if ns.events_only else run_scenarios(ns, log) + asgi_rows(ns, log)
+    rows += run_event_scenarios(ns, log)
     print(format_table(rows))
     if ns.json is not None:
         ns.json.write_text(json.dumps({
