@@ -113,3 +113,12 @@ def test_demo_page_drives_the_three_modes(page: Page, demo_url: str) -> None:
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 0
     print(f"screenshot: {shot}")
+
+
+def test_demo_page_shows_the_token_stream_live(page: Page, demo_url: str) -> None:
+    page.goto(f"{demo_url}/plugins/demo/")
+    expect(page.locator("#tokens-status")).to_have_text("open")
+    page.fill("#tokens-text", "alpha beta gamma")
+    page.click("#tokens-generate")
+    expect(page.locator("#tokens-status")).to_have_text("open, 3 tokens received")
+    expect(page.locator("#tokens-out")).to_have_text("alpha beta gamma")

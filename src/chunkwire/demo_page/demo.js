@@ -87,3 +87,24 @@ byId("client-form").addEventListener("submit", (event) => {
     send({ message: "end", end: true });
   });
 });
+
+// The token stream: an EventSource on the gateway's SSE endpoint; "Generate"
+// asks the plugin to publish the words of the text as events.
+const tokens = new EventSource(new URL("/events/demo.tokens", window.location.href));
+tokens.onopen = () => status("tokens", "open");
+tokens.onerror = () => status("tokens", "reconnecting");
+tokens.addEventListener("token", (event) => {
+  const out = byId("tokens-out");
+  out.textContent += (out.textContent ? " " : "") + JSON.parse(event.data).data;
+});
+tokens.addEventListener("done", (event) => {
+  status("tokens", `open, ${JSON.parse(event.data).data} tokens received`);
+});
+
+byId("tokens-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  byId("tokens-out").textContent = "";
+  status("tokens", "generating");
+  const text = encodeURIComponent(byId("tokens-text").value);
+  fetch(new URL(`generate?text=${text}&interval=0.1`, base), { method: "POST" });
+});
