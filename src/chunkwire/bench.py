@@ -82,6 +82,10 @@ def bench_plugin() -> Any:
     async def small(request: Any, response: Any) -> None:
         await response.write(_SMALL)
 
+    @plugin.route("/stall", methods=["POST"])
+    async def stall(request: Any, response: Any) -> None:
+        await asyncio.Event().wait()  # never reads the body: its stream's credit runs out
+
     @plugin.route("/ttfb")
     async def ttfb(request: Any, response: Any) -> None:
         await response.write(b"x", flush=True)
@@ -239,7 +243,7 @@ class Target:
 
 
 @contextmanager
-def chunkwire_target(chunk_size: int):
+def chunkwire_target(chunk_size: int, transport: str = "mux"):
     env = _env(chunk_size)
     with tempfile.TemporaryDirectory(prefix="chunkwire-bench-") as tmp:
         sock = os.path.join(tmp, "bench.sock")
@@ -254,7 +258,8 @@ def chunkwire_target(chunk_size: int):
             _wait_ready(_unix_ready(sock), plugin, "plugin")
             gateway = subprocess.Popen(
                 [*py, "gateway", "--plugin", f"bench=unix:{sock}", "--port", str(port),
-                 "--chunk-size", str(chunk_size), "--log-level", "error"],
+                 "--chunk-size", str(chunk_size), "--log-level", "error",
+                 "--transport", transport],
                 **quiet,
             )
             procs["gateway"] = gateway
@@ -279,6 +284,79 @@ def direct_target():
         yield Target(f"http://127.0.0.1:{port}/direct", {"uvicorn": proc})
     finally:
         _stop(proc)
+
+
+_NGINX_CONF = """
+{user}
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log error;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream app {{ server unix:{sock}; keepalive 64; keepalive_requests 100000000; }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx_target():
+    """The peer: nginx reverse-proxying to the direct app under uvicorn on a unix socket."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with tempfile.TemporaryDirectory(prefix="chunkwire-nginx-") as tmp:
+        sock = os.path.join(tmp, "app.sock")
+        port = _free_port()
+        conf = os.path.join(tmp, "nginx.conf")
+        # Started as root, nginx's worker would run as nobody and could not
+        # reach the socket in this private directory.
+        user = "user root;" if os.geteuid() == 0 else ""
+        Path(conf).write_text(_NGINX_CONF.format(user=user, tmp=tmp, sock=sock, port=port))
+        app = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "chunkwire.bench:direct_app", "--uds", sock,
+             "--log-level", "error", "--no-access-log"],
+            stdout=subprocess.DEVNULL,
+            env=_reference_env(),
+        )
+        procs = {"uvicorn": app}
+        try:
+            _wait_ready(_unix_ready(sock), app, "uvicorn")
+            proxy = subprocess.Popen(
+                [nginx, "-c", conf, "-p", tmp], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            procs["nginx"] = proxy
+            _wait_ready(_tcp_ready(port), proxy, "nginx")
+            yield Target(f"http://127.0.0.1:{port}/direct", procs)
+        finally:
+            for proc in reversed(list(procs.values())):
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+
+
+def nginx_available() -> bool:
+    return bool(shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))
 
 
 # -- clients (raw sockets: cheap, so the server side is what is measured) ----
@@ -442,6 +520,46 @@ def first_byte(url: str) -> float:
         return elapsed
 
 
+def small_rps_beside_stalled_streams(url: str, concurrency: int, seconds: float,
+                                     rounds: int) -> tuple[float, float]:
+    """1 KiB requests/s undisturbed, then beside two stalled 1 GiB transfers.
+
+    A handler that never reads holds a 1 GiB upload, and a client that
+    never reads holds a 1 GiB download, both through the same gateway (on
+    mux: the same connection). Returns (undisturbed, disturbed).
+    """
+    import threading
+
+    address, path = _split(url)
+    requests_per_second(url, concurrency, 1)  # warm-up
+    alone = statistics.median(requests_per_second(url, concurrency, seconds)[0]
+                              for _ in range(rounds))
+    upload_sock = socket.create_connection(address)
+    upload_sock.sendall(f"POST {path}/stall HTTP/1.1\r\nHost: b\r\n"
+                        f"Content-Length: {1 << 30}\r\n\r\n".encode())
+
+    def push() -> None:
+        try:
+            for _ in range(1024):
+                upload_sock.sendall(_BLOCK)
+        except OSError:
+            pass
+
+    threading.Thread(target=push, daemon=True).start()
+    download_sock = socket.create_connection(address)
+    download_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    download_sock.sendall(f"GET {path}/download?size={1 << 30} HTTP/1.1\r\nHost: b\r\n\r\n"
+                          .encode())
+    try:
+        time.sleep(2)  # both stall: every buffer on their way fills
+        beside = statistics.median(requests_per_second(url, concurrency, seconds)[0]
+                                   for _ in range(rounds))
+    finally:
+        upload_sock.close()
+        download_sock.close()
+    return alone, beside
+
+
 _WRK_RPS = re.compile(r"Requests/sec:\s+([0-9.]+)")
 
 
@@ -518,38 +636,108 @@ class Row:
 
 
 def run_scenarios(ns: argparse.Namespace, log: Callable[[str], None]) -> list[Row]:
+    """Every scenario on each transport of ``ns.transport``, plus the nginx peer.
+
+    Rows are labelled with the transport (``mux``, ``call``) or ``nginx``;
+    ratios are always against direct uvicorn measured in the same run.
+    """
     size: int = ns.size
     rounds: int = ns.rounds
+    transports: list[str] = ns.transport
+    peer = not ns.no_nginx and nginx_available()
     rows: list[Row] = []
     mb = size / 1e6
     rss: dict[str, float] = {}
 
-    def pair(scenario: str, chunk_size: int, measure: Callable[[Target], float],
-             track_rss: bool = False) -> tuple[float, float]:
-        log(f"  {scenario} ...")
-        with chunkwire_target(chunk_size) as target:
-            cw = _median(lambda: measure(target), rounds)
-            if track_rss:
-                for name, value in target.peak_rss().items():
-                    rss[f"{name}@{chunk_size}"] = max(rss.get(f"{name}@{chunk_size}", 0), value)
+    def each(scenario: str, chunk_size: int, measure: Callable[[Target], float],
+             track_rss: bool = False) -> tuple[dict[str, float], float]:
+        """(value per transport, and per "nginx" if measured), direct reference."""
+        values: dict[str, float] = {}
+        for transport in transports:
+            log(f"  {scenario} ({transport}) ...")
+            with chunkwire_target(chunk_size, transport) as target:
+                values[transport] = _median(lambda: measure(target), rounds)
+                if track_rss:
+                    for name, value in target.peak_rss().items():
+                        key = f"{name}@{chunk_size}/{transport}"
+                        rss[key] = max(rss.get(key, 0), value)
+        log(f"  {scenario} (direct) ...")
         with direct_target() as target:
             ref = _median(lambda: measure(target), rounds)
             if track_rss:
                 rss["uvicorn"] = max(rss.get("uvicorn", 0), target.peak_rss()["uvicorn"])
-        return cw, ref
+        return values, ref
+
+    def peer_value(scenario: str, measure: Callable[[Target], float]) -> float | None:
+        if not peer:
+            return None
+        log(f"  {scenario} (nginx) ...")
+        with nginx_target() as target:
+            return _median(lambda: measure(target), rounds)
+
+    def add(scenario: str, values: dict[str, float], ref: float, unit: str,
+            ratio: Callable[[float, float], float], note: str = "") -> None:
+        for transport, value in values.items():
+            rows.append(Row(f"{scenario} ({transport})", value, ref, unit, ratio(value, ref),
+                            note))
 
     human = f"{size / (1 << 30):g} GiB" if size >= 1 << 30 else f"{size / MIB:g} MiB"
+    faster = lambda value, ref: value / ref  # noqa: E731 - higher is better
     for chunk_size in ns.chunk_size:
         tag = f"{chunk_size // 1024} KiB chunks"
-        cw, ref = pair(f"upload {human} [{tag}]", chunk_size,
-                       lambda t: upload(t.url, size), track_rss=True)
-        rows.append(Row(f"upload {human} [{tag}]", mb / cw, mb / ref, "MB/s", ref / cw))
-        cw, ref = pair(f"download {human} [{tag}]", chunk_size,
-                       lambda t: download(t.url, size), track_rss=True)
-        rows.append(Row(f"download {human} [{tag}]", mb / cw, mb / ref, "MB/s", ref / cw))
+        for what, fn in (("upload", upload), ("download", download)):
+            scenario = f"{what} {human} [{tag}]"
+            secs, ref = each(scenario, chunk_size, lambda t, fn=fn: fn(t.url, size),
+                             track_rss=True)
+            nginx = peer_value(scenario, lambda t, fn=fn: fn(t.url, size))
+            if nginx is not None:
+                secs["nginx"] = nginx
+            add(scenario, {k: mb / v for k, v in secs.items()}, mb / ref, "MB/s", faster)
 
     chunk_size = ns.chunk_size[0]
     tag = f"{chunk_size // 1024} KiB chunks"
+
+    for concurrency in (1, 64):
+        tool = ""
+
+        def rps(t: Target, c: int = concurrency) -> float:
+            nonlocal tool
+            value, tool = requests_per_second(t.url, c, ns.seconds)
+            return value
+
+        def warm_rps(t: Target) -> float:
+            rps(t)  # warm-up: connections and channel
+            return statistics.median(rps(t) for _ in range(rounds))
+
+        scenario = f"1 KiB requests/s, concurrency {concurrency}"
+        values: dict[str, float] = {}
+        for transport in transports:
+            log(f"  {scenario} ({transport}) ...")
+            with chunkwire_target(chunk_size, transport) as target:
+                values[transport] = warm_rps(target)
+        log(f"  {scenario} (direct) ...")
+        with direct_target() as target:
+            ref = warm_rps(target)
+        if peer:
+            log(f"  {scenario} (nginx) ...")
+            with nginx_target() as target:
+                values["nginx"] = warm_rps(target)
+        add(scenario, values, ref, "req/s", faster, f"load: {tool}")
+
+    for concurrency in (1, 64):
+        scenario = f"1 KiB requests/s beside a stalled upload and download, c={concurrency}"
+        for transport in transports:
+            log(f"  {scenario} ({transport}) ...")
+            with chunkwire_target(chunk_size, transport) as target:
+                alone, beside = small_rps_beside_stalled_streams(
+                    target.url, concurrency, ns.seconds, rounds)
+            rows.append(Row(f"{scenario} ({transport})", beside, alone, "req/s", beside / alone,
+                            "reference: the same, undisturbed (head-of-line check)"))
+
+    if ns.quick:
+        _rss_rows(rows, rss, ns.chunk_size, transports)
+        return rows
+
     echo_rss: dict[str, float] = {}
 
     def echo_round(t: Target) -> float:
@@ -558,14 +746,10 @@ def run_scenarios(ns: argparse.Namespace, log: Callable[[str], None]) -> list[Ro
             echo_rss[name] = max(echo_rss.get(name, 0.0), value)
         return elapsed
 
-    cw, ref = pair(f"echo {human} via pipe_from [{tag}]", chunk_size, echo_round)
-    rows.append(Row(f"echo {human} via pipe_from [{tag}]", mb / cw, mb / ref, "MB/s each way",
-                    ref / cw, "reference: receive/send echo app"))
-    for name in ("gateway", "plugin"):
-        rows.append(Row(f"  echo peak RSS {name}", echo_rss.get(name, float("nan")),
-                        echo_rss.get("uvicorn", float("nan")), "MiB",
-                        echo_rss.get(name, float("nan")) / echo_rss.get("uvicorn", float("nan")),
-                        "reference: direct uvicorn"))
+    scenario = f"echo {human} via pipe_from [{tag}]"
+    secs, ref = each(scenario, chunk_size, echo_round)
+    add(scenario, {k: mb / v for k, v in secs.items()}, mb / ref, "MB/s each way", faster,
+        "reference: receive/send echo app")
 
     slow_rate = 2 * MIB
     slow_rss: dict[str, float] = {}
@@ -576,57 +760,44 @@ def run_scenarios(ns: argparse.Namespace, log: Callable[[str], None]) -> list[Ro
             slow_rss[name] = max(slow_rss.get(name, 0.0), value)
         return achieved
 
-    log(f"  slow client ({ns.slow_seconds:g} s) ...")
-    with chunkwire_target(chunk_size) as target:
-        cw = slow_round(target)
+    scenario = f"slow client 2 MiB/s on a 1 GiB download, {ns.slow_seconds:g} s"
+    values = {}
+    for transport in transports:
+        log(f"  slow client ({transport}) ...")
+        with chunkwire_target(chunk_size, transport) as target:
+            values[transport] = slow_round(target) / MIB
     with direct_target() as target:
-        ref = slow_round(target)
-    rows.append(Row(f"slow client 2 MiB/s on a 1 GiB download, {ns.slow_seconds:g} s", cw / MIB,
-                    ref / MIB, "MiB/s", cw / ref, "the client's pace"))
-    for name in ("gateway", "plugin"):
-        rows.append(Row(f"  slow client peak RSS {name}", slow_rss.get(name, float("nan")),
-                        slow_rss.get("uvicorn", float("nan")), "MiB",
-                        slow_rss.get(name, float("nan")) / slow_rss.get("uvicorn", float("nan")),
-                        "reference: direct uvicorn"))
+        ref = slow_round(target) / MIB
+    add(scenario, values, ref, "MiB/s", faster, "the client's pace")
 
-    cw, ref = pair("100k x 32 B writes", chunk_size, lambda t: tiny_writes(t.url))
-    rows.append(Row("100,000 writes of 32 B, flush at end", cw * 1e3, ref * 1e3, "ms", ref / cw,
-                    "ratio = speedup over direct sends"))
-
-    for concurrency in (1, 64):
-        log(f"  small requests c={concurrency} ...")
-        tool = ""
-
-        def rps(t: Target, c: int = concurrency) -> float:
-            nonlocal tool
-            value, tool = requests_per_second(t.url, c, ns.seconds)
-            return value
-
-        with chunkwire_target(chunk_size) as target:
-            rps(target)  # warm-up: connections and channel
-            cw = _median(lambda: rps(target), rounds)
-        with direct_target() as target:
-            rps(target)
-            ref = _median(lambda: rps(target), rounds)
-        rows.append(Row(f"1 KiB requests/s, concurrency {concurrency}", cw, ref, "req/s",
-                        cw / ref, f"load: {tool}"))
+    scenario = "100,000 writes of 32 B, flush at end"
+    secs, ref = each(scenario, chunk_size, lambda t: tiny_writes(t.url))
+    add(scenario, {k: v * 1e3 for k, v in secs.items()}, ref * 1e3, "ms",
+        lambda value, ref: ref / value, "ratio = speedup over direct sends")
 
     def ttfb(t: Target) -> float:
         first_byte(t.url)  # warm-up
         return statistics.median(first_byte(t.url) for _ in range(30))
 
-    cw, ref = pair("time to first flushed byte", chunk_size, ttfb)
-    rows.append(Row("time to first flushed byte", cw * 1e3, ref * 1e3, "ms", cw / ref,
-                    "ratio = chunkwire / direct (lower is better)"))
+    scenario = "time to first flushed byte"
+    secs, ref = each(scenario, chunk_size, ttfb)
+    add(scenario, {k: v * 1e3 for k, v in secs.items()}, ref * 1e3, "ms",
+        lambda value, ref: value / ref, "ratio = chunkwire / direct (lower is better)")
 
-    for chunk_size in ns.chunk_size:
-        for name in ("gateway", "plugin"):
-            value = rss.get(f"{name}@{chunk_size}", float("nan"))
-            rows.append(Row(f"peak RSS {name} [{chunk_size // 1024} KiB chunks]", value,
-                            rss.get("uvicorn", float("nan")), "MiB",
-                            value / rss.get("uvicorn", float("nan")),
-                            "reference: direct uvicorn"))
+    _rss_rows(rows, rss, ns.chunk_size, transports)
     return rows
+
+
+def _rss_rows(rows: list[Row], rss: dict[str, float], chunk_sizes: list[int],
+              transports: list[str]) -> None:
+    ref = rss.get("uvicorn", float("nan"))
+    for chunk_size in chunk_sizes:
+        for transport in transports:
+            for name in ("gateway", "plugin"):
+                value = rss.get(f"{name}@{chunk_size}/{transport}", float("nan"))
+                rows.append(Row(f"peak RSS {name} [{chunk_size // 1024} KiB chunks] ({transport})",
+                                value, ref, "MiB", value / ref,
+                                "upload+download; reference: direct uvicorn"))
 
 
 def format_table(rows: list[Row]) -> str:
@@ -656,6 +827,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow-seconds", type=float, default=10.0,
                         help="length of the slow-client (2 MiB/s) run")
     parser.add_argument("--json", type=Path, default=None, help="save raw numbers here")
+    parser.add_argument("--transport", action="append", choices=("mux", "call"), default=None,
+                        help="gateway to plugin transport; repeatable (default: mux and call)")
+    parser.add_argument("--no-nginx", action="store_true",
+                        help="skip the nginx peer rows (skipped anyway when nginx is missing)")
+    parser.add_argument("--quick", action="store_true",
+                        help="only transfers, small requests and peak RSS")
     parser.add_argument(
         "--tuned-reference", action="store_true",
         help="give the direct uvicorn reference the malloc thresholds chunkwire's CLI uses",
@@ -670,6 +847,8 @@ def run_bench(ns: argparse.Namespace) -> int:
     _TUNED_REFERENCE = ns.tuned_reference
     if ns.chunk_size is None:
         ns.chunk_size = [65536, 1 << 20]
+    if ns.transport is None:
+        ns.transport = ["mux", "call"]
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -686,7 +865,10 @@ def run_bench(ns: argparse.Namespace) -> int:
         http = "httptools"
     except ImportError:
         http = "h11"
+    if not ns.no_nginx and not nginx_available():
+        log("nginx is not installed: no peer rows (apt-get install nginx)")
     log(f"chunkwire bench: size={ns.size} chunk sizes={ns.chunk_size} rounds={ns.rounds} "
+        f"transports={ns.transport} "
         f"(uvicorn with {loop} + {http}; reference malloc "
         f"{'tuned like chunkwire' if ns.tuned_reference else 'glibc defaults'})")
     from .bench_asgi import asgi_rows
@@ -703,6 +885,7 @@ def run_bench(ns: argparse.Namespace) -> int:
             "loop": loop,
             "http": http,
             "tuned_reference": ns.tuned_reference,
+            "transports": ns.transport,
             "rows": [r.as_dict() for r in rows],
         }, indent=2))
     return 0

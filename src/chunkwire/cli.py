@@ -386,6 +386,7 @@ def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
             max_empty_frames=ns.max_empty_frames,
             max_message_size=ns.max_message_size,
             ws_ping_interval=ns.ws_ping_interval if ns.ws_ping_interval > 0 else None,
+            transport=ns.transport,
             **_event_options(ns),
         )
     except ValueError as error:
@@ -557,6 +558,10 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
     parser.add_argument(
         "--ws-ping-interval", type=interval_seconds, default=20.0, metavar="S",
         help="WebSocket keep-alive ping every S seconds (0: off)",
+    )
+    parser.add_argument(
+        "--transport", choices=("auto", "mux", "call"), default="auto",
+        help="to plugins: multiplexed when offered (auto), or force mux or call",
     )
     events = parser.add_argument_group("event streams")
     events.add_argument(

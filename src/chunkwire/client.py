@@ -18,6 +18,7 @@ read-only ``memoryview`` objects over the received messages (no copy).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -43,6 +44,10 @@ from .errors import (
     PluginCallError,
     ProtocolError,
 )
+from .transport.negotiate import TransportChoice, describer
+from .transport.opener import MuxPool
+
+log = logging.getLogger("chunkwire.client")
 
 if TYPE_CHECKING:
     from .httpx_transport import AsyncPluginTransport
@@ -385,7 +390,13 @@ class _RequestContext:
 
 
 class PluginClient:
-    """One gRPC channel to one plugin (``unix:/path.sock`` or ``HOST:PORT``)."""
+    """One gRPC channel to one plugin (``unix:/path.sock`` or ``HOST:PORT``).
+
+    ``transport``: "auto" (default) uses the plugin's multiplexed Connect
+    call when its Describe offers it, one ServeHTTP call per request
+    otherwise; "mux" or "call" force one. A ``method`` other than chunkwire's
+    ServeHTTP (the Mattermost name) always uses the call transport.
+    """
 
     def __init__(
         self,
@@ -393,6 +404,7 @@ class PluginClient:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         method: str = SERVE_HTTP_METHOD,
+        transport: str = "auto",
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -401,6 +413,34 @@ class PluginClient:
         self.method = method
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
+        self._choice = TransportChoice(
+            address,
+            transport if method == SERVE_HTTP_METHOD else "call",
+            describer(self._open_channel),
+            log,
+        )
+        self._pool: MuxPool | None = None
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        self.open()
+        assert self._channel is not None
+        return self._channel
+
+    @property
+    def transport(self) -> str | None:
+        """The transport in use: "mux" or "call"; None until the first request decides."""
+        return self._choice.chosen
+
+    def open_streams(self) -> int:
+        """Streams open on the multiplexed connection (0 once all ended)."""
+        return self._pool.open_streams() if self._pool is not None else 0
+
+    async def _open_call(self) -> Any:
+        if await self._choice.get() == "mux":
+            if self._pool is None:
+                self._pool = MuxPool(self._open_channel, window=flow_window(self.chunk_size))
+            return self._pool.open_call()
+        return self._stub()
 
     async def __aenter__(self) -> PluginClient:
         self.open()
@@ -419,6 +459,9 @@ class PluginClient:
             )
 
     async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
         if self._channel is not None:
             channel, self._channel = self._channel, None
             await channel.close()
@@ -503,7 +546,7 @@ class PluginClient:
         )
         init_message = http_pb2.ServeHTTPRequest(init=init).SerializeToString()
 
-        call = self._stub()
+        call = await self._open_call()
         writer = _Writer(call)
         sender = asyncio.ensure_future(_send_request(writer, init_message, body, self.chunk_size))
         sender.add_done_callback(_retrieve)

@@ -156,19 +156,26 @@ def start_url_script(script: str, *args: str) -> tuple[Proc, str]:
 
 
 class Stack:
-    """A plugin and the gateways in front of it."""
+    """A plugin and the gateways in front of it, on one transport ("mux" or "call")."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, transport: str = "auto") -> None:
         self.tmp = tmp
+        self.transport = transport
         self.sock = tmp / "e2e.sock"
         self.mm_sock = tmp / "mm.sock"
         self.plugin = start_plugin("e2e_apps:plugin", self.sock)
         self.mm = start_plugin("e2e_apps:mm_plugin", self.mm_sock)
         self.gateway, self.url = start_gateway(
-            {"app": f"unix:{self.sock}", "mm": f"unix:{self.mm_sock}"}, "--mattermost", "mm"
+            {"app": f"unix:{self.sock}", "mm": f"unix:{self.mm_sock}"},
+            "--mattermost",
+            "mm",
+            "--transport",
+            transport,
         )
         self.limited, self.limited_url = start_gateway(
             {"app": f"unix:{self.sock}"},
+            "--transport",
+            transport,
             "--max-body-size",
             "1m",
             "--response-timeout",
@@ -186,9 +193,15 @@ class Stack:
             proc.stop()
 
 
+@pytest.fixture(scope="session", params=["mux", "call"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Gateway to plugin transport: every end-to-end test runs on both."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("e2e"))
+def stack(tmp_path_factory, transport: str) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("e2e"), transport)
     try:
         yield s
     finally:

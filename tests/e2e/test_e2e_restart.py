@@ -14,10 +14,10 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def own_stack(tmp_path):
+def own_stack(tmp_path, transport):
     sock = tmp_path / "p.sock"
     plugin = start_plugin("e2e_apps:plugin", sock)
-    gateway, url = start_gateway({"app": f"unix:{sock}"})
+    gateway, url = start_gateway({"app": f"unix:{sock}"}, "--transport", transport)
     procs = {"plugin": plugin}
     try:
         yield sock, procs, url

@@ -55,12 +55,12 @@ class Streams:
 
 
 @pytest.fixture(scope="module")
-def streams(tmp_path_factory) -> Iterator[Streams]:
+def streams(tmp_path_factory, transport: str) -> Iterator[Streams]:
     tmp = tmp_path_factory.mktemp("streams")
     sock = tmp / "streams.sock"
     plugin = start_plugin("e2e_streams:plugin", sock)
     try:
-        gateway, url = start_gateway({"s": f"unix:{sock}"})
+        gateway, url = start_gateway({"s": f"unix:{sock}"}, "--transport", transport)
         try:
             yield Streams(plugin, gateway, url)
         finally:

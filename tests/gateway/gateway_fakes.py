@@ -17,10 +17,37 @@ import grpc
 import grpc.aio
 import uvicorn
 
-from chunkwire._core import decode_request_frame, encode_response_frame
-from chunkwire._proto import http_pb2
-from chunkwire._wire import MATTERMOST_SERVE_HTTP_METHOD, SERVE_HTTP_METHOD, headers_to_proto
+from chunkwire._core import (
+    decode_batch,
+    decode_request_frame,
+    decode_response_frame,
+    encode_response_frame,
+)
+from chunkwire._proto import http_pb2, plugin_pb2
+from chunkwire._wire import (
+    MATTERMOST_SERVE_HTTP_METHOD,
+    SERVE_HTTP_METHOD,
+    headers_to_proto,
+    identity,
+)
 from chunkwire.gateway import Gateway
+from chunkwire.transport import CONNECT_METHOD, DESCRIBE_METHOD
+from chunkwire.transport.mux import (
+    Connection,
+    CreditAvailable,
+    DataReceived,
+    ResetCode,
+    StreamDelivered,
+    StreamOpened,
+    StreamReset,
+)
+from chunkwire.transport.sender import BatchSender
+
+# What fake plugins offer: set per test by the ``transport`` fixture (conftest).
+# "mux": Describe lists mux and Connect runs the same handlers per stream, so
+# a gateway on "auto" negotiates it; "call": no Describe, ServeHTTP only.
+TRANSPORT = "call"
+STARTED: list[FakePlugin] = []  # fakes of the running test, for the conftest's check
 
 FakeHandler = Callable[[http_pb2.ServeHTTPRequestInit, Any, "FakeLog"], Awaitable[None]]
 
@@ -30,6 +57,7 @@ class FakeLog:
 
     def __init__(self) -> None:
         self.inits: list[http_pb2.ServeHTTPRequestInit] = []
+        self.transports: list[str] = []  # how each request arrived
         self.cancelled: list[str] = []
         self.body_bytes = 0
         self.events: dict[str, asyncio.Event] = {}
@@ -65,16 +93,22 @@ class FakePlugin:
 
     def __init__(self, routes: dict[str, FakeHandler], *, mattermost: bool = False) -> None:
         self.routes = routes
+        self.mux = TRANSPORT == "mux" and not mattermost
+        STARTED.append(self)
         self.log = FakeLog()
         self.server: grpc.aio.Server | None = None
         self.address = ""
         self.mattermost = mattermost
 
     async def _serve(self, request_iterator: Any, context: Any) -> None:
-        first = decode_request_frame(await context.read())
+        await self._dispatch(await context.read(), context, "call")
+
+    async def _dispatch(self, message: Any, context: Any, transport: str) -> None:
+        first = decode_request_frame(message)
         assert first.init is not None
         init = http_pb2.ServeHTTPRequestInit.FromString(first.init)
         self.log.inits.append(init)
+        self.log.transports.append(transport)
         path = urlsplit(init.url).path
         handler = self.routes.get(path)
         try:
@@ -105,6 +139,25 @@ class FakePlugin:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, {name: handler}),)
         )
+        if self.mux:
+            info = plugin_pb2.PluginInfo(name="fake", transports=["call", "mux"])
+
+            async def describe(request: bytes, context: Any) -> bytes:
+                return info.SerializeToString()
+
+            plugin_service, describe_name = DESCRIBE_METHOD.lstrip("/").split("/")
+            connect_name = CONNECT_METHOD.rsplit("/", 1)[1]
+            methods = {
+                describe_name: grpc.unary_unary_rpc_method_handler(
+                    describe, request_deserializer=identity, response_serializer=identity
+                ),
+                connect_name: grpc.stream_stream_rpc_method_handler(
+                    self._connect, request_deserializer=None, response_serializer=None
+                ),
+            }
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(plugin_service, methods),)
+            )
         port = server.add_insecure_port(listen)
         await server.start()
         self.server = server
@@ -115,6 +168,119 @@ class FakePlugin:
         if self.server is not None:
             await self.server.stop(0)
             self.server = None
+
+
+    async def _connect(self, request_iterator: Any, context: Any) -> None:
+        await _FakeConnection(self, context).run()
+
+
+class _Aborted(Exception):
+    """context.abort() on a fake stream: ends the handler, as grpc's abort does."""
+
+
+class _FakeStream:
+    """A ServicerContext look-alike for one stream, so fake handlers run unchanged."""
+
+    def __init__(self, conn: _FakeConnection, stream_id: int) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.messages: list[Any] = []
+        self.wakeup = asyncio.Event()
+        self.closed = False
+        self.was_cancelled = False
+        self.task: asyncio.Task[None] | None = None
+
+    def cancelled(self) -> bool:
+        return self.was_cancelled
+
+    async def read(self) -> Any:
+        while not self.messages:
+            if self.closed:
+                return grpc.aio.EOF
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        message = self.messages.pop(0)
+        self.conn.proto.consumed(self.stream_id, message.nbytes)
+        self.conn.sender.kick()
+        return message
+
+    async def write(self, message: bytes) -> None:
+        proto = self.conn.proto
+        while not proto.can_send(self.stream_id):
+            if self.closed or self.stream_id not in proto.streams:
+                raise RuntimeError("stream closed")
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        proto.send_data(self.stream_id, message, end=decode_response_frame(message).complete)
+        self.conn.sender.kick()
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        if ("chunkwire-continue", "1") in tuple(metadata):
+            self.conn.proto.request_body(self.stream_id)
+            self.conn.sender.kick()
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.conn.proto.reset(self.stream_id, ResetCode.INTERNAL, details)
+        self.conn.sender.kick()
+        raise _Aborted(details)
+
+
+class _FakeConnection:
+    def __init__(self, plugin: FakePlugin, context: Any) -> None:
+        self.plugin = plugin
+        self.context = context
+        self.proto = Connection(opener=False)
+        self.sender = BatchSender(self.proto, context.write)
+        self.streams: dict[int, _FakeStream] = {}
+
+    async def run(self) -> None:
+        self.sender.start()
+        try:
+            while (data := await self.context.read()) is not grpc.aio.EOF:
+                for event in self.proto.receive(decode_batch(data)):
+                    self._on(event)
+                self.sender.kick()
+        finally:
+            for stream in self.streams.values():
+                stream.closed = True
+                if stream.task is not None:
+                    stream.task.cancel()
+            await self.sender.close()
+
+    def _on(self, event: Any) -> None:
+        if isinstance(event, StreamOpened):
+            stream = _FakeStream(self, event.stream_id)
+            self.streams[event.stream_id] = stream
+            stream.task = asyncio.ensure_future(self._run(stream, event.payload))
+            return
+        stream = self.streams.get(event.stream_id) if event.stream_id else None
+        if isinstance(event, CreditAvailable):
+            for each in self.streams.values() if event.stream_id == 0 else [stream]:
+                if each is not None:
+                    each.wakeup.set()
+        elif stream is None:
+            return
+        elif isinstance(event, DataReceived):
+            stream.messages.append(event.payload)
+            stream.wakeup.set()
+        elif isinstance(event, (StreamReset, StreamDelivered)):
+            stream.closed = True
+            stream.wakeup.set()
+            self.streams.pop(event.stream_id, None)
+            if isinstance(event, StreamReset) and stream.task is not None:
+                stream.was_cancelled = True
+                stream.task.cancel()
+
+    async def _run(self, stream: _FakeStream, payload: Any) -> None:
+        with contextlib.suppress(asyncio.CancelledError, _Aborted, RuntimeError):
+            await self.plugin._dispatch(payload, stream, "mux")
+        state = self.proto.streams.get(stream.stream_id)
+        if state is not None and state.local_open:
+            # Returning without body_complete: the call transport's RPC would
+            # end there, so the stream fails.
+            self.proto.reset(stream.stream_id, ResetCode.INTERNAL, "handler returned")
+            self.sender.kick()
+            self.streams.pop(stream.stream_id, None)
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Iterator
 
 import pytest
 
@@ -42,8 +43,20 @@ def sock_dir():  # type: ignore[no-untyped-def]
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(params=["call", "mux"])
+def transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """What PluginClient uses in ``plugin_helpers.serve``: server tests run on both."""
+    import plugin_helpers
+
+    plugin_helpers.CLIENT_TRANSPORT = request.param
+    try:
+        yield request.param
+    finally:
+        plugin_helpers.CLIENT_TRANSPORT = "call"
+
+
 @pytest.fixture(params=["unix", "tcp"])
-def listen(request: pytest.FixtureRequest, sock_dir: str) -> str:
+def listen(request: pytest.FixtureRequest, sock_dir: str, transport: str) -> str:
     if request.param == "unix":
         return f"unix:{sock_dir}/plugin.sock"
     return "127.0.0.1:0"

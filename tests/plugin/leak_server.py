@@ -9,6 +9,7 @@ import asyncio
 import ctypes
 import gc
 import json
+import signal
 import sys
 
 from chunkwire import Plugin
@@ -52,10 +53,17 @@ def _rss() -> int:
 
 @plugin.route("/stats")
 async def stats(request: Request, response: Response) -> None:
-    # Let cancelled tasks finish unwinding before counting.
+    # Let cancelled tasks finish unwinding, and on the multiplexed transport
+    # the batch being written (WINDOW and RESET frames) leave, before counting.
     for _ in range(3):
         await asyncio.sleep(0)
-    gc.collect()
+    count = -1
+    for _ in range(50):  # until two counts 20 ms apart agree
+        await asyncio.sleep(0.02)
+        gc.collect()
+        previous, count = count, len(gc.get_objects())
+        if count == previous:
+            break
     kinds: dict[str, int] = {"all": len(gc.get_objects())}
     for obj in gc.get_objects():
         name = type(obj).__name__
@@ -66,6 +74,7 @@ async def stats(request: Request, response: Response) -> None:
         "rss": _rss(),
         "malloc": _malloc_in_use(),
         "objects": kinds,
+        "mux_streams": SERVER.mux_streams if SERVER is not None else None,
     }
     await response.write(json.dumps(doc).encode())
 
@@ -101,5 +110,18 @@ async def swallow(request: Request, response: Response) -> None:
     await response.write(b"after cancel")
 
 
+SERVER = None  # the running PluginServer, for its stream table in /stats
+
+
+async def _main(address: str) -> None:
+    global SERVER
+    SERVER = await plugin.start(address)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print(f"plugin {plugin.name!r} listening on {SERVER.address}", flush=True)
+    await stop.wait()
+    await SERVER.stop(0)
+
+
 if __name__ == "__main__":
-    plugin.run(sys.argv[1])
+    asyncio.run(_main(sys.argv[1]))

@@ -20,6 +20,9 @@ from chunkwire.client import PluginClient
 from chunkwire.errors import ClientDisconnected, HeadersAlreadySent
 from chunkwire.plugin import PluginServer, Request, Response
 
+# Set per test by the ``transport`` fixture (conftest): what ``serve`` gives PluginClient.
+CLIENT_TRANSPORT = "call"
+
 
 def pattern(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
@@ -295,7 +298,7 @@ async def serve(
 ) -> AsyncIterator[tuple[PluginServer, PluginClient]]:
     async with (
         plugin.serving(listen) as server,
-        PluginClient(server.address, chunk_size=chunk_size) as client,
+        PluginClient(server.address, chunk_size=chunk_size, transport=CLIENT_TRANSPORT) as client,
     ):
         yield server, client
 

@@ -195,6 +195,11 @@ class Gateway:
     a keep-alive comment every ``sse_keepalive`` seconds and ends after
     ``sse_timeout`` seconds without an event. ``metrics_path`` serves
     Prometheus metrics from a registry of this gateway's own.
+
+    ``transport``: "auto" (default) asks each plugin's Describe once and uses
+    the multiplexed Connect call when offered, one ServeHTTP call per request
+    otherwise; "mux" or "call" force one. ``mattermost`` plugins always get
+    the call transport. ``mux_connections``: Connect calls per plugin.
     """
 
     def __init__(
@@ -224,6 +229,8 @@ class Gateway:
         sse_keepalive: float = 15.0,
         sse_timeout: float | None = 300.0,
         metrics_path: str | None = None,
+        transport: str = "auto",
+        mux_connections: int = 1,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -253,6 +260,8 @@ class Gateway:
                 credentials=tls if not address.startswith("unix:") else None,
                 mattermost=plugin_id in mattermost_ids,
                 max_response_head=max_header_size,
+                transport=transport,
+                mux_connections=mux_connections,
             )
             for plugin_id, address in plugins.items()
         }
@@ -401,7 +410,7 @@ class Gateway:
 
         init, request_id = self._request_init(scope, admitted)
         try:
-            call = upstream.open_call()
+            call = await upstream.open_call()
         except Exception as error:  # a bad target or credentials
             log.warning("plugin %r: cannot open a call: %s", plugin_id, error)
             await send_plain(send, 503, "Service Unavailable", close=True)
@@ -573,6 +582,7 @@ class Gateway:
             "subscribers": events.subscribers,
             "streams": self._sse.stats.streams,
         }
+        data["mux_streams"] = {pid: up.open_streams() for pid, up in self._upstreams.items()}
         try:
             data["tasks"] = len(asyncio.all_tasks())
         except RuntimeError:

@@ -1,4 +1,10 @@
-"""One gRPC channel per plugin, created on first use and shared by its requests."""
+"""One gRPC channel per plugin, created on first use and shared by its requests.
+
+Requests travel on the transport chosen once per plugin: the multiplexed
+Connect call ("mux") when the plugin's Describe offers it, one ServeHTTP
+call per request ("call") otherwise. Both hand the gateway a call-shaped
+object, so Forward, and every rule it enforces, runs the same on either.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from .._wire import (
     SERVE_HTTP_METHOD,
     grpc_target,
 )
+from ..transport.negotiate import TransportChoice
+from ..transport.opener import MuxPool
 
 log = logging.getLogger("chunkwire.gateway")
 _DESCRIBE_TIMEOUT = 5.0
@@ -103,6 +111,8 @@ class Upstream:
         credentials: grpc.ChannelCredentials | None = None,
         mattermost: bool = False,
         max_response_head: int = DEFAULT_MAX_RESPONSE_HEAD,
+        transport: str = "auto",
+        mux_connections: int = 1,
     ) -> None:
         self.plugin_id = plugin_id
         self.address = address
@@ -120,6 +130,17 @@ class Upstream:
         self._watcher: asyncio.Task[None] | None = None
         self.info: plugin_pb2.PluginInfo | None = None
         self._ws_stub: Any = None
+        # The Mattermost method name means a Mattermost-style peer: no mux.
+        self.choice = TransportChoice(
+            plugin_id,
+            "call" if mattermost else transport,
+            self.describe,
+            log,
+            forced_why="Mattermost method" if mattermost else "set by configuration",
+        )
+        self._pool = MuxPool(
+            self._ensure_channel, window=stream_window(chunk_size), size=mux_connections
+        )
 
     @property
     def channel(self) -> grpc.aio.Channel | None:
@@ -140,10 +161,16 @@ class Upstream:
             self._watcher = asyncio.get_running_loop().create_task(self._watch(channel))
         return self._channel
 
-    def open_call(self) -> grpc.aio.StreamStreamCall:
-        """Start one ServeHTTP stream (raw bytes both ways)."""
+    async def open_call(self) -> Any:
+        """One request's stream: a ServeHTTP call, or a stream on a Connect call."""
+        if await self.choice.get() == "mux":
+            return self._pool.open_call()
         self._ensure_channel()
         return self._stub()
+
+    def open_streams(self) -> int:
+        """Streams open on the multiplexed connections (0 once all ended)."""
+        return self._pool.open_streams()
 
     def open_websocket(self) -> grpc.aio.StreamStreamCall:
         """Start one ServeWebSocket stream (raw bytes both ways)."""
@@ -211,6 +238,7 @@ class Upstream:
         return len(calls) if calls is not None else -1
 
     async def close(self) -> None:
+        await self._pool.close()
         channel, self._channel, self._stub = self._channel, None, None
         self._ws_stub = None
         watcher, self._watcher = self._watcher, None

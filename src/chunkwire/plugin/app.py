@@ -93,6 +93,9 @@ class Plugin:
     header values (1,000). gRPC refuses larger messages before they are
     parsed; a peer past a limit gets INVALID_ARGUMENT (a chunkwire gateway
     never gets there: it answers 431 for more than 64 KiB of headers).
+    ``transports`` lists what the plugin offers to gateways and clients:
+    "call" (one ServeHTTP call per request, always served) and "mux" (many
+    requests on one Connect call, docs/protocol.md).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Plugin:
         max_chunk_size: int | None = None,
         max_init_size: int = DEFAULT_MAX_INIT_SIZE,
         max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
+        transports: Iterable[str] = ("call", "mux"),
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -128,6 +132,11 @@ class Plugin:
         self.max_chunk_size = max_chunk_size
         self.max_init_size = max_init_size
         self.max_header_count = max_header_count
+        transports = tuple(transports)
+        unknown = set(transports) - {"call", "mux"}
+        if unknown or "call" not in transports:
+            raise ValueError(f"transports must include 'call' and may add 'mux', got {transports}")
+        self.transports = transports
         self.high_water_mark = high_water_mark
         self.finish_timeout = finish_timeout
         self.name = name

@@ -12,6 +12,7 @@ import grpc
 
 from .._sockets import add_private_unix_port, remove_unix_socket
 from .._wire import flow_window, grpc_target
+from .mux import serve_mux
 from .plugin_service import PluginServiceHandler
 from .servicer import ServeHTTPGenericHandler
 from .websocket_servicer import ServeWebSocketGenericHandler
@@ -56,12 +57,18 @@ class PluginServer:
         self._socket_ino: tuple[int, int] | None = None
         self._handler = ServeHTTPGenericHandler(plugin)
         self.service = PluginServiceHandler(plugin)
+        self.mux = serve_mux(self.service, plugin)
         self._stopped = False
 
     @property
     def active_calls(self) -> int:
-        """ServeHTTP calls whose handler is running now."""
-        return self._handler.servicer.active
+        """Requests whose handler is running now (ServeHTTP calls and mux streams)."""
+        return self._handler.servicer.active + self.mux.active
+
+    @property
+    def mux_streams(self) -> int:
+        """Streams open on the multiplexed connections (0 once all ended)."""
+        return self.mux.open_streams()
 
     async def start(self) -> None:
         server = grpc.aio.server(options=server_options(self.plugin))
@@ -96,6 +103,8 @@ class PluginServer:
         if self._stopped or self._server is None:
             return
         self._stopped = True
+        # Multiplexed connections take no new streams either (GOAWAY).
+        self.mux.go_away()
         try:
             await self._server.stop(grace)
         finally:

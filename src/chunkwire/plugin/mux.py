@@ -1,0 +1,444 @@
+"""The plugin side of the multiplexed transport: many requests on one Connect call.
+
+Each stream drives the same Request/RequestBody/Response objects as a
+ServeHTTP call, through the seams they already have: the body reads
+messages from the stream's queue, the response writes frames into the
+connection's batches. What the call transport infers from EOF timing is
+explicit here: RESET cancels the handler, DELIVERED resolves
+``response.finished``, CONTINUE asks for the body. No grace period exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from .._core import FrameError, decode_batch, decode_request_frame, decode_response_frame
+from .._proto import http_pb2
+from .._wire import flow_window
+from ..errors import BodyTooLarge, ClientDisconnected, ProtocolError, ResponseAborted
+from ..transport.mux import (
+    Connection,
+    CreditAvailable,
+    DataReceived,
+    MuxError,
+    ResetCode,
+    StreamDelivered,
+    StreamOpened,
+    StreamReset,
+)
+from ..transport.sender import BatchSender
+from .request import Request, RequestBody
+from .response import Response
+from .servicer import _checked_init, _expects_continue, _simple
+
+if TYPE_CHECKING:
+    from .app import Plugin
+    from .plugin_service import PluginServiceHandler
+
+log = logging.getLogger("chunkwire.plugin")
+
+_EOF = object()  # the request messages of a closed stream have ended
+
+
+class _Stream:
+    """One request on the connection: its received messages and its response's writes."""
+
+    __slots__ = (
+        "_conn",
+        "_credit",
+        "_draining",
+        "_gone",
+        "_messages",
+        "_waiter",
+        "response",
+        "stream_id",
+        "task",
+    )
+
+    def __init__(self, conn: _PluginConnection, stream_id: int) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self._messages: deque[memoryview] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._credit: asyncio.Future[None] | None = None
+        self._gone: ClientDisconnected | None = None
+        self._draining = False
+        self.response: Response | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- driven by the connection -------------------------------------------------
+
+    def received(self, payload: memoryview) -> None:
+        if self._draining:
+            self._conn.consumed(self.stream_id, payload.nbytes)
+            return
+        self._messages.append(payload)
+        self._wake()
+
+    def drain(self) -> None:
+        """The handler is done: take and drop what the request still sends.
+
+        The gateway keeps sending a body the handler left unread until the
+        response reaches its client; taking it keeps that sender from
+        waiting for credit that would never come.
+        """
+        self._draining = True
+        messages = self._messages
+        while messages:
+            self._conn.consumed(self.stream_id, messages.popleft().nbytes)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        credit = self._credit
+        if credit is not None and not credit.done():
+            credit.set_result(None)
+
+    def credit(self) -> None:
+        credit = self._credit
+        if credit is not None and not credit.done():
+            credit.set_result(None)
+
+    def closed(self, error: ClientDisconnected | None) -> None:
+        """Reset, delivered, or the connection ended: no more frames either way.
+
+        Settles ``response.finished`` (delivered, or ClientDisconnected). A
+        reset drops what is queued at once (the views hold whole received
+        batches). The stream lets go of its response: the response's send
+        refers back to the stream, and that cycle would keep both, and what
+        they hold, until a gc pass.
+        """
+        if self._gone is None:
+            self._gone = error or ClientDisconnected("the response was delivered")
+        if error is not None:
+            self._messages.clear()  # reset: nobody may read them
+        response, self.response = self.response, None
+        if response is not None:
+            response._delivery_hook = None
+            response._resolve(None if error is None else ClientDisconnected(*error.args))
+        self._wake()
+
+    # -- seams of RequestBody and Response ------------------------------------------
+
+    async def read_message(self) -> Any:
+        while True:
+            messages = self._messages
+            if messages:
+                payload = messages.popleft()
+                self._conn.consumed(self.stream_id, payload.nbytes)
+                return payload
+            if self._gone is not None:
+                return _EOF
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def write(self, frame: bytes) -> None:
+        conn = self._conn
+        proto = conn.proto
+        sid = self.stream_id
+        while not proto.can_send(sid):
+            state = proto.streams.get(sid)
+            if self._gone is not None or state is None or not state.local_open:
+                raise ClientDisconnected("the client went away; the response cannot be sent")
+            self._credit = asyncio.get_running_loop().create_future()
+            try:
+                await self._credit
+            finally:
+                self._credit = None
+        complete = decode_response_frame(frame).complete
+        proto.send_data(sid, frame, end=complete)
+        conn.sender.kick()
+
+    async def ask_for_body(self) -> None:
+        response = self.response
+        if response is not None and response.headers_sent:
+            return
+        if self.stream_id in self._conn.proto.streams:
+            self._conn.proto.request_body(self.stream_id)
+            self._conn.sender.kick()
+
+
+class _PluginConnection:
+    def __init__(self, servicer: MuxServicer, context: grpc.aio.ServicerContext) -> None:
+        self.servicer = servicer
+        self.plugin = servicer.plugin
+        self.context = context
+        self.proto = Connection(opener=False, window=flow_window(self.plugin.chunk_size))
+        self.sender = BatchSender(self.proto, context.write)
+        self.streams: dict[int, _Stream] = {}
+
+    def consumed(self, stream_id: int, size: int) -> None:
+        self.proto.consumed(stream_id, size)
+        if self.proto.has_frames:
+            self.sender.kick()
+
+    async def run(self) -> None:
+        self.sender.start()
+        self.sender.kick()  # a larger connection window, if any
+        reason = "the gateway closed the connection"
+        try:
+            while True:
+                data = await self.context.read()
+                if data is grpc.aio.EOF:
+                    break
+                try:
+                    events = self.proto.receive(decode_batch(data))
+                except (FrameError, MuxError) as exc:
+                    what = "malformed batch: " if isinstance(exc, FrameError) else ""
+                    reason = f"connection failed: {what}{exc}"
+                    log.warning("multiplexed connection failed: %s%s", what, exc)
+                    await self._end(reason)
+                    await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:200])
+                    return
+                for event in events:
+                    self._dispatch(event)
+                if self.proto.has_frames:
+                    self.sender.kick()
+                if self.sender.done and self.sender.failed is not None:
+                    reason = "the connection broke"
+                    break
+        except asyncio.CancelledError:
+            await self._end("the connection was cancelled")
+            raise
+        except Exception as exc:
+            reason = f"the connection broke: {exc!r}"
+        await self._end(reason)
+
+    async def _end(self, reason: str) -> None:
+        for event in self.proto.lost(reason):
+            self._closed(event.stream_id, ClientDisconnected(f"the client went away ({reason})"))
+        tasks = [s.task for s in self.streams.values() if s.task is not None]
+        for stream in list(self.streams.values()):
+            self._closed(stream.stream_id, ClientDisconnected(reason))
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.sender.close()
+
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, DataReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.received(event.payload)
+            else:
+                self.proto.consumed(event.stream_id, len(event.payload))
+        elif isinstance(event, CreditAvailable):
+            if event.stream_id == 0:
+                for stream in self.streams.values():
+                    stream.credit()
+            else:
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.credit()
+        elif isinstance(event, StreamOpened):
+            self._open(event.stream_id, event.payload, event.end)
+        elif isinstance(event, StreamDelivered):
+            stream = self._forget(event.stream_id)
+            if stream is not None:
+                stream.closed(None)
+        elif isinstance(event, StreamReset):
+            reason = event.reason or ResetCode(event.code).name.lower()
+            self._closed(event.stream_id, ClientDisconnected(f"the client went away ({reason})"))
+
+    def _forget(self, stream_id: int) -> _Stream | None:
+        # A request counts as active until its stream closes (delivered or
+        # reset), as a ServeHTTP call does until its RPC ends.
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self.servicer.active -= 1
+        return stream
+
+    def _closed(self, stream_id: int, error: ClientDisconnected) -> None:
+        stream = self._forget(stream_id)
+        if stream is None:
+            return
+        stream.closed(error)
+        task = stream.task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def _open(self, stream_id: int, payload: memoryview, end: bool) -> None:
+        try:
+            frame = decode_request_frame(payload)
+            init = _checked_init(self.plugin, frame)
+            if frame.complete != end:
+                raise ProtocolError("body_complete and the END flag disagree")
+        except (FrameError, DecodeError, ProtocolError) as exc:
+            self.proto.reset(stream_id, ResetCode.PROTOCOL, f"bad request init: {exc}")
+            return
+        stream = _Stream(self, stream_id)
+        self.streams[stream_id] = stream
+        self.servicer.active += 1
+        stream.task = asyncio.get_running_loop().create_task(
+            self._serve(stream, init, frame.body, frame.complete)
+        )
+
+    async def _serve(
+        self,
+        stream: _Stream,
+        init: http_pb2.ServeHTTPRequestInit,
+        first: memoryview,
+        complete: bool,
+    ) -> None:
+        plugin = self.plugin
+        response = Response(stream.write, plugin.chunk_size, high_water_mark=plugin.high_water_mark)
+        stream.response = response
+        response._delivery_hook = functools.partial(self._watch_delivery, response)
+        content_length = init.content_length if init.content_length >= 0 else None
+        ask = stream.ask_for_body if _expects_continue(init) else None
+        body = RequestBody(
+            first,
+            complete,
+            stream.read_message,
+            _EOF,
+            content_length,
+            ask,
+            max_chunk_size=plugin.max_chunk_size,
+        )
+        request = Request(init, body)
+        try:
+            await self._respond(stream, request, response)
+        except asyncio.CancelledError:
+            response._resolve(ClientDisconnected("the client went away"))
+        except ClientDisconnected as exc:
+            response._resolve(ClientDisconnected(*exc.args))
+        finally:
+            stream.task = None
+            stream.drain()
+
+    def _watch_delivery(self, response: Response) -> None:
+        """Bound ``await response.finished`` by the plugin's finish_timeout.
+
+        Armed only once someone awaits it (Response calls this hook when the
+        response is complete and wanted): no timer per request otherwise.
+        """
+        future = response._finished_future()
+        if future.done() or response._delivery_hook is None:
+            return
+        response._delivery_hook = None
+        timeout = self.plugin.finish_timeout
+        timer = asyncio.get_running_loop().call_later(
+            timeout,
+            response._resolve,
+            TimeoutError(f"no delivery acknowledgement within {timeout:g} s"),
+        )
+        future.add_done_callback(lambda _: timer.cancel())
+
+    async def _respond(self, stream: _Stream, request: Request, response: Response) -> None:
+        if request._path_error is not None:
+            await _simple(response, 400, f"Bad Request: {request._path_error}\n")
+            return
+        handler, params, allowed = self.plugin.match(request.method, request.path)
+        if handler is None:
+            if allowed:
+                await _simple(
+                    response, 405, "Method Not Allowed\n", [("Allow", ", ".join(allowed))]
+                )
+            else:
+                await _simple(response, 404, "Not Found\n")
+            return
+        request.path_params = params
+        try:
+            await handler(request, response)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(stream, request, response, exc)
+            return
+        if stream.stream_id not in self.proto.streams:
+            return  # reset meanwhile (a handler that swallowed the cancellation)
+        if response.aborted:
+            self._reset_aborted(stream, response)
+            return
+        if not response.complete:
+            await response.end()
+
+    def _reset(self, stream: _Stream, code: ResetCode, reason: str) -> None:
+        if self.proto.reset(stream.stream_id, code, reason):
+            self.sender.kick()
+        self._forget(stream.stream_id)
+        stream.closed(ClientDisconnected(reason))
+
+    def _reset_aborted(self, stream: _Stream, response: Response) -> None:
+        error = response._aborted
+        cause = error.__cause__ if error is not None else None
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else "by the handler"
+        self._reset(stream, ResetCode.ABORTED, f"response aborted {detail}"[:200])
+
+    async def _failed(
+        self, stream: _Stream, request: Request, response: Response, exc: Exception
+    ) -> None:
+        if stream.stream_id not in self.proto.streams:
+            return  # the client is gone: nobody to answer
+        if response.aborted:
+            self._reset_aborted(stream, response)
+            return
+        if response.headers_sent:
+            log.error(
+                "handler for %s %s failed after the response started",
+                request.method,
+                request.path,
+                exc_info=exc,
+            )
+            response._resolve(ResponseAborted(f"handler failed: {exc!r}"))
+            self._reset(stream, ResetCode.INTERNAL, f"handler failed: {type(exc).__name__}")
+            return
+        response._discard()
+        if isinstance(exc, BodyTooLarge):
+            await _simple(response, 413, "Payload Too Large\n")
+        elif isinstance(exc, ProtocolError):
+            await _simple(response, 400, f"Bad Request: {exc}\n")
+        else:
+            log.error("handler for %s %s failed", request.method, request.path, exc_info=exc)
+            await _simple(response, 500, "Internal Server Error\n")
+
+
+class MuxServicer:
+    """Serves ``Connect``: one connection per call, many requests per connection."""
+
+    def __init__(self, plugin: Plugin) -> None:
+        self.plugin = plugin
+        self.active = 0
+        self.connections: set[_PluginConnection] = set()
+
+    async def connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        conn = _PluginConnection(self, context)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    def go_away(self) -> None:
+        """Refuse new streams on every connection; those running finish."""
+        for conn in self.connections:
+            conn.proto.go_away()
+            conn.sender.kick()
+
+    def open_streams(self) -> int:
+        """Streams in the tables of every connection (for leak checks)."""
+        return sum(len(c.proto.streams.keys() | c.streams.keys()) for c in self.connections)
+
+
+def serve_mux(service: PluginServiceHandler, plugin: Plugin) -> MuxServicer:
+    """Add ``Connect`` to the plugin's service, and "mux" to what Describe offers."""
+    servicer = MuxServicer(plugin)
+    if "mux" in plugin.transports:
+        service.transports.append("mux")
+        service.add(
+            "Connect",
+            grpc.stream_stream_rpc_method_handler(
+                servicer.connect, request_deserializer=None, response_serializer=None
+            ),
+        )
+    return servicer

@@ -1,0 +1,452 @@
+"""The opener's side of the multiplexed transport: gateway and PluginClient.
+
+:class:`MuxCall` is one stream with the interface the call transport's code
+uses from a ``grpc.aio`` stream-stream call (``write``, ``read``,
+``done_writing``, ``cancel``, ``done``, ``initial_metadata``, ``code``,
+``details``). That is deliberate: the gateway's Forward and PluginClient,
+and everything they enforce (response-head checks, limits, timeouts,
+Expect handling, disconnects), then run unchanged on both transports, so
+every rule holds on both by construction and one test suite covers both.
+The mapping:
+
+- ``write(message)``: the first is the OPEN frame, later ones DATA frames
+  (END when the message carries body_complete); waits for credit;
+- ``read()``: the next response message (credit is granted back as each
+  is handed out); EOF once the stream was delivered; a RESET or a broken
+  connection raises ``grpc.aio.AioRpcError`` as a failed call would;
+- ``done_writing()``: DELIVERED, once the response has ended (the call
+  transport's half-close after the last response byte);
+- ``cancel()``: RESET(CANCEL);
+- ``initial_metadata()``: ``chunkwire-continue: 1`` when CONTINUE arrives,
+  empty when the response starts first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from .._core import FrameError, decode_batch, decode_request_frame
+from . import CONNECT_METHOD
+from .mux import (
+    Connection,
+    ContinueRequested,
+    CreditAvailable,
+    DataReceived,
+    GoAwayReceived,
+    MuxError,
+    ResetCode,
+    StreamReset,
+)
+from .sender import BatchSender
+
+log = logging.getLogger("chunkwire.transport")
+
+CONTINUE_METADATA = grpc.aio.Metadata(("chunkwire-continue", "1"))
+_NO_METADATA = grpc.aio.Metadata()
+
+_RESET_STATUS = {
+    ResetCode.CANCEL: grpc.StatusCode.CANCELLED,
+    ResetCode.REFUSED: grpc.StatusCode.UNAVAILABLE,
+    ResetCode.INTERNAL: grpc.StatusCode.INTERNAL,
+    ResetCode.PROTOCOL: grpc.StatusCode.INTERNAL,
+    ResetCode.FLOW_CONTROL: grpc.StatusCode.INTERNAL,
+    ResetCode.ABORTED: grpc.StatusCode.ABORTED,
+}
+
+
+def _reset_name(code: int) -> str:
+    try:
+        return ResetCode(code).name
+    except ValueError:
+        return f"code {code}"
+
+
+def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, _NO_METADATA, _NO_METADATA, details=details)
+
+
+class MuxCall:
+    """One stream on a :class:`MuxConnection`, shaped like a grpc.aio call (see the module)."""
+
+    __slots__ = (
+        "_conn",
+        "_credit",
+        "_delivered",
+        "_error",
+        "_messages",
+        "_metadata",
+        "_response_ended",
+        "_state",
+        "_waiter",
+        "_writing_done",
+        "stream_id",
+    )
+
+    def __init__(self, conn: MuxConnection) -> None:
+        self._conn = conn
+        self.stream_id = 0  # assigned by the first write (OPEN)
+        self._messages: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._credit: asyncio.Future[None] | None = None
+        self._metadata: asyncio.Future[grpc.aio.Metadata] | None = None
+        self._state = "open"  # open, delivered, cancelled, failed
+        self._error: grpc.aio.AioRpcError | None = None
+        self._response_ended = False
+        self._writing_done = False
+        self._delivered = False
+
+    # -- the grpc.aio call interface --------------------------------------------------
+
+    def done(self) -> bool:
+        return self._state != "open"
+
+    def cancel(self) -> bool:
+        if self._state != "open":
+            return False
+        self._state = "cancelled"
+        self._messages.clear()
+        if self.stream_id:
+            self._conn.reset(self.stream_id, ResetCode.CANCEL, "cancelled by the client")
+        self._settle_metadata()
+        self._wake()
+        return True
+
+    async def write(self, message: Any) -> None:
+        self._check_writable()
+        conn = self._conn
+        end = decode_request_frame(message).complete
+        if not self.stream_id:
+            self.stream_id = conn.open(self, message, end)
+            return
+        proto = conn.proto
+        sid = self.stream_id
+        while not proto.can_send(sid):
+            self._check_writable()
+            if sid not in proto.streams:
+                raise asyncio.InvalidStateError("the stream has ended")
+            self._credit = asyncio.get_running_loop().create_future()
+            try:
+                await self._credit
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+            finally:
+                self._credit = None
+        self._check_writable()
+        state = proto.streams[sid]
+        if not state.local_open:
+            raise asyncio.InvalidStateError("the request already ended")
+        proto.send_data(sid, message, end=end)
+        conn.sender.kick()
+
+    def _check_writable(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._state != "open" or self._writing_done:
+            raise asyncio.InvalidStateError("the stream has ended")
+
+    async def done_writing(self) -> None:
+        if self._writing_done:
+            return
+        self._check_writable()
+        self._writing_done = True
+        if self._response_ended:
+            self._deliver()
+
+    async def read(self) -> Any:
+        while True:
+            messages = self._messages
+            if messages:
+                payload, end = messages.popleft()
+                conn = self._conn
+                conn.consumed(self.stream_id, payload.nbytes)
+                if end:
+                    self._response_ended = True
+                    if self._writing_done:
+                        self._deliver()
+                return payload
+            if self._error is not None:
+                raise self._error
+            if self._state == "cancelled":
+                raise asyncio.CancelledError
+            if self._state == "delivered" or self._response_ended:
+                return grpc.aio.EOF
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            except asyncio.CancelledError:
+                self.cancel()  # as grpc.aio does with a call whose read is cancelled
+                raise
+            finally:
+                self._waiter = None
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        if self._metadata is None:
+            self._metadata = asyncio.get_running_loop().create_future()
+            if self._state != "open" or self._messages:
+                self._metadata.set_result(_NO_METADATA)
+        return await asyncio.shield(self._metadata)
+
+    async def code(self) -> grpc.StatusCode:
+        return self._error.code() if self._error is not None else grpc.StatusCode.OK
+
+    async def details(self) -> str:
+        return (self._error.details() or "") if self._error is not None else ""
+
+    # -- driven by the connection -------------------------------------------------------
+
+    def _deliver(self) -> None:
+        if self._state == "open":
+            self._state = "delivered"
+            self._conn.deliver(self.stream_id)
+
+    def _wake(self) -> None:
+        for future in (self._waiter, self._credit):
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def _settle_metadata(self, metadata: grpc.aio.Metadata = _NO_METADATA) -> None:
+        future = self._metadata
+        if future is None:
+            future = self._metadata = asyncio.get_running_loop().create_future()
+        if not future.done():
+            future.set_result(metadata)
+
+    def received(self, payload: Any, end: bool) -> None:
+        self._messages.append((payload, end))
+        self._settle_metadata()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def credit(self) -> None:
+        credit = self._credit
+        if credit is not None and not credit.done():
+            credit.set_result(None)
+
+    def continue_requested(self) -> None:
+        self._settle_metadata(CONTINUE_METADATA)
+
+    def failed(self, error: grpc.aio.AioRpcError) -> None:
+        if self._state == "open":
+            self._state = "failed"
+            self._error = error  # read() still hands out what arrived before
+        self._settle_metadata()
+        self._wake()
+
+
+class MuxConnection:
+    """One Connect call and the streams on it."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        window: int,
+        on_closed: Any = None,
+    ) -> None:
+        self.proto = Connection(opener=True, window=window)
+        self._call = channel.stream_stream(
+            CONNECT_METHOD, request_serializer=None, response_deserializer=None
+        )()
+        self.sender = BatchSender(self.proto, self._call.write)
+        self.calls: dict[int, MuxCall] = {}
+        self.closed = False
+        self.proven = False  # a batch arrived: the plugin took the connection
+        self.error: grpc.aio.AioRpcError | None = None
+        self._on_closed = on_closed
+        self._reader: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.sender.start()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and self.proto.goaway_received is None
+
+    @property
+    def load(self) -> int:
+        return len(self.calls)
+
+    def new_call(self) -> MuxCall:
+        return MuxCall(self)
+
+    def open(self, call: MuxCall, message: Any, end: bool) -> int:
+        if self.closed:
+            raise self.error or _error(grpc.StatusCode.UNAVAILABLE, "connection closed")
+        sid = self.proto.open(message, end=end)
+        self.calls[sid] = call
+        self.sender.kick()
+        return sid
+
+    def reset(self, stream_id: int, code: ResetCode, reason: str) -> None:
+        self.calls.pop(stream_id, None)
+        if self.proto.reset(stream_id, code, reason):
+            self.sender.kick()
+
+    def deliver(self, stream_id: int) -> None:
+        self.calls.pop(stream_id, None)
+        if stream_id in self.proto.streams:
+            self.proto.deliver(stream_id)
+            self.sender.kick()
+
+    def consumed(self, stream_id: int, size: int) -> None:
+        self.proto.consumed(stream_id, size)
+        if self.proto.has_frames:
+            self.sender.kick()
+
+    async def _read(self) -> None:
+        call = self._call
+        error: grpc.aio.AioRpcError
+        try:
+            while True:
+                data = await call.read()
+                if data is grpc.aio.EOF:
+                    code = await call.code()
+                    details = await call.details()
+                    error = _error(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"the plugin ended the connection ({code.name} {details})",
+                    )
+                    break
+                self.proven = True
+                events = self.proto.receive(decode_batch(data))
+                for event in events:
+                    self._dispatch(event)
+                if self.proto.has_frames:
+                    self.sender.kick()
+        except grpc.aio.AioRpcError as exc:
+            error = exc
+        except (FrameError, MuxError) as exc:
+            what = "malformed batch: " if isinstance(exc, FrameError) else ""
+            log.warning("multiplexed connection failed: %s%s", what, exc)
+            error = _error(
+                grpc.StatusCode.INTERNAL, f"the plugin broke the protocol: {what}{exc}"
+            )
+        except asyncio.CancelledError:
+            error = _error(grpc.StatusCode.CANCELLED, "the connection was closed")
+        except Exception as exc:  # a failed write surfaces here too
+            error = _error(grpc.StatusCode.UNAVAILABLE, f"the connection broke: {exc!r}")
+        self._fail(error)
+
+    def _fail(self, error: grpc.aio.AioRpcError) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.error = error
+        self.proto.lost(error.details() or "")
+        calls, self.calls = self.calls, {}
+        for call in calls.values():
+            call.failed(error)
+        self._call.cancel()
+        if self._on_closed is not None:
+            self._on_closed(self)
+        asyncio.get_running_loop().create_task(self.sender.close())
+
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, DataReceived):
+            call = self.calls.get(event.stream_id)
+            if call is None:
+                self.proto.consumed(event.stream_id, event.payload.nbytes)
+            else:
+                call.received(event.payload, event.end)
+        elif isinstance(event, CreditAvailable):
+            if event.stream_id == 0:
+                for call in self.calls.values():
+                    call.credit()
+            else:
+                call = self.calls.get(event.stream_id)
+                if call is not None:
+                    call.credit()
+        elif isinstance(event, StreamReset):
+            call = self.calls.pop(event.stream_id, None)
+            if call is not None:
+                status = _RESET_STATUS.get(event.code, grpc.StatusCode.INTERNAL)
+                name = _reset_name(event.code)
+                call.failed(_error(status, f"stream reset ({name}): {event.reason}"))
+        elif isinstance(event, ContinueRequested):
+            call = self.calls.get(event.stream_id)
+            if call is not None:
+                call.continue_requested()
+        elif isinstance(event, GoAwayReceived) and self._on_closed is not None:
+            self._on_closed(self)  # no new streams here; open ones finish
+
+    async def close(self) -> None:
+        if not self.closed:
+            self._fail(_error(grpc.StatusCode.CANCELLED, "the connection was closed"))
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        await self.sender.close()
+
+
+class MuxPool:
+    """The multiplexed connections to one plugin, opened on demand.
+
+    Every Connect call of a plugin rides the same gRPC channel, hence the
+    same HTTP/2 connection; extra calls add no parallelism on the wire,
+    only another ordered queue. One connection carries every stream unless
+    ``size`` asks for more (measured: see ``chunkwire bench``).
+    Streams go to the least loaded connection. A broken connection fails
+    its streams; the next request opens a new one, except within a backoff
+    (0.1 s doubling to 1 s) after connections that never reached the
+    plugin, during which requests fail at once with that error (503), as
+    gRPC's own channel backoff does on the call transport.
+    """
+
+    def __init__(self, channel_factory: Any, *, window: int, size: int = 1) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self._channel_factory = channel_factory
+        self._window = window
+        self.size = size
+        self.connections: list[MuxConnection] = []
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._last_error: grpc.aio.AioRpcError | None = None
+
+    def open_call(self) -> MuxCall:
+        loop = asyncio.get_running_loop()
+        live = [c for c in self.connections if c.usable]
+        if len(live) < self.size:
+            if self._last_error is not None and loop.time() < self._retry_at and not live:
+                call = MuxCall(None)  # type: ignore[arg-type]
+                call.failed(self._last_error)
+                return call
+            conn = MuxConnection(
+                self._channel_factory(), window=self._window, on_closed=self._closed
+            )
+            conn.start()
+            self.connections.append(conn)
+            live.append(conn)
+        conn = min(live, key=lambda c: c.load)
+        return conn.new_call()
+
+    def _closed(self, conn: MuxConnection) -> None:
+        if conn.closed and conn in self.connections:
+            self.connections.remove(conn)
+        if conn.closed and not conn.proven:
+            self._backoff = min(max(self._backoff * 2, 0.1), 1.0)
+            self._retry_at = asyncio.get_running_loop().time() + self._backoff
+            self._last_error = conn.error
+        elif conn.proven:
+            self._backoff = 0.0
+            self._last_error = None
+
+    def open_streams(self) -> int:
+        return sum(len(c.proto.streams.keys() | c.calls.keys()) for c in self.connections)
+
+    async def close(self) -> None:
+        connections, self.connections = self.connections, []
+        for conn in connections:
+            await conn.close()

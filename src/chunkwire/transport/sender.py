@@ -1,0 +1,80 @@
+"""Moves a connection's queued frames into gRPC messages, batched."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from .._core import BatchWriter
+from .mux import Connection
+
+# One gRPC message carries at most this much (at least one frame): enough
+# for several 64 KiB chunks per message, small enough that one message never
+# holds up the streams behind it for long.
+BATCH_LIMIT = 256 * 1024
+
+Write = Callable[[bytes], Awaitable[object]]
+
+
+class BatchSender:
+    """One task per connection: whatever frames are queued when it runs leave together.
+
+    ``kick()`` is cheap and idempotent within a loop turn: every frame that
+    becomes ready before the sender's task runs joins the same batch.
+    Awaiting the gRPC write is what paces it; frames queued meanwhile form
+    the next batches. ``failed`` holds the write's error once one failed.
+    """
+
+    def __init__(self, proto: Connection, write: Write, limit: int = BATCH_LIMIT) -> None:
+        self._proto = proto
+        self._write = write
+        self._limit = limit
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None
+        self.messages = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def kick(self) -> None:
+        self._ready.set()
+
+    async def _run(self) -> None:
+        proto = self._proto
+        writer = BatchWriter(self._limit)
+        ready = self._ready
+        while True:
+            await ready.wait()
+            ready.clear()
+            while proto.has_frames:
+                for frame in proto.take_frames():
+                    if not writer.add(*frame):
+                        await self._send(writer.take())
+                        writer.add(*frame)
+                if len(writer):
+                    await self._send(writer.take())
+
+    async def _send(self, batch: bytes) -> None:
+        self.messages += 1
+        try:
+            await self._write(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed = exc
+            raise
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    @property
+    def done(self) -> bool:
+        return self._task is None or self._task.done()
