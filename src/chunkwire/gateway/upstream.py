@@ -27,6 +27,7 @@ from .._wire import (
 )
 from ..transport.negotiate import TransportChoice
 from ..transport.opener import MuxPool
+from ..transport.sender import BATCH_LIMIT
 
 log = logging.getLogger("chunkwire.gateway")
 _DESCRIBE_TIMEOUT = 5.0
@@ -75,6 +76,23 @@ def channel_options(
         ("grpc.max_receive_message_length", chunk_size + max_response_head + _FRAMING),
         ("grpc.http2.bdp_probe", 0),
         ("grpc.http2.lookahead_bytes", stream_window(chunk_size)),
+        *_RECONNECT_OPTIONS,
+    ]
+
+
+def mux_channel_options(
+    chunk_size: int, max_response_head: int = DEFAULT_MAX_RESPONSE_HEAD
+) -> list[tuple[str, Any]]:
+    """The Connect call's own channel: messages are batches, up to BATCH_LIMIT
+    or one frame (a chunk and a response head) when that is larger. The
+    gateway holds one received batch at a time per connection; what it
+    keeps of each stream is bounded by that stream's credit."""
+    message = max(BATCH_LIMIT, chunk_size + max_response_head) + 2 * _FRAMING
+    return [
+        ("grpc.max_send_message_length", message),
+        ("grpc.max_receive_message_length", message),
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", max(stream_window(chunk_size), 2 * message)),
         *_RECONNECT_OPTIONS,
     ]
 
@@ -138,8 +156,13 @@ class Upstream:
             log,
             forced_why="Mattermost method" if mattermost else "set by configuration",
         )
+        self._mux_options = mux_channel_options(chunk_size, max_response_head)
+        self._mux_channel: grpc.aio.Channel | None = None
         self._pool = MuxPool(
-            self._ensure_channel, window=stream_window(chunk_size), size=mux_connections
+            self._ensure_mux_channel,
+            window=stream_window(chunk_size),
+            size=mux_connections,
+            batch_limit=self._batch_limit,
         )
 
     @property
@@ -160,6 +183,28 @@ class Upstream:
             )
             self._watcher = asyncio.get_running_loop().create_task(self._watch(channel))
         return self._channel
+
+    def _ensure_mux_channel(self) -> grpc.aio.Channel:
+        # Its own HTTP/2 connection: batches need a larger message limit
+        # than ServeHTTP messages, and no ServeHTTP or WebSocket call
+        # shares its flow-control window.
+        if self._mux_channel is None:
+            if self._credentials is None:
+                self._mux_channel = grpc.aio.insecure_channel(
+                    self.target, options=self._mux_options
+                )
+            else:
+                self._mux_channel = grpc.aio.secure_channel(
+                    self.target, self._credentials, options=self._mux_options
+                )
+        return self._mux_channel
+
+    def _batch_limit(self) -> int:
+        """Batches the plugin accepts: within its message limit, as Describe states it."""
+        info = self.choice.info
+        if info is None or not info.max_chunk_size or not info.max_init_size:
+            return BATCH_LIMIT
+        return max(1, min(BATCH_LIMIT, info.max_chunk_size + info.max_init_size))
 
     async def open_call(self) -> Any:
         """One request's stream: a ServeHTTP call, or a stream on a Connect call."""
@@ -232,13 +277,21 @@ class Upstream:
             )
 
     def active_calls(self) -> int:
-        if self._channel is None:
-            return 0
-        calls = getattr(self._channel, "_active_calls", None)
-        return len(calls) if calls is not None else -1
+        """gRPC calls open on this plugin's channels (a Connect call counts once)."""
+        total = 0
+        for channel in (self._channel, self._mux_channel):
+            if channel is not None:
+                calls = getattr(channel, "_active_calls", None)
+                if calls is None:
+                    return -1
+                total += len(calls)
+        return total
 
     async def close(self) -> None:
         await self._pool.close()
+        mux_channel, self._mux_channel = self._mux_channel, None
+        if mux_channel is not None:
+            await mux_channel.close()
         channel, self._channel, self._stub = self._channel, None, None
         self._ws_stub = None
         watcher, self._watcher = self._watcher, None

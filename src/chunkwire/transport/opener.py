@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -44,7 +45,7 @@ from .mux import (
     ResetCode,
     StreamReset,
 )
-from .sender import BatchSender
+from .sender import BATCH_LIMIT, BatchSender
 
 log = logging.getLogger("chunkwire.transport")
 
@@ -251,12 +252,13 @@ class MuxConnection:
         *,
         window: int,
         on_closed: Any = None,
+        batch_limit: int = BATCH_LIMIT,
     ) -> None:
         self.proto = Connection(opener=True, window=window)
         self._call = channel.stream_stream(
             CONNECT_METHOD, request_serializer=None, response_deserializer=None
         )()
-        self.sender = BatchSender(self.proto, self._call.write)
+        self.sender = BatchSender(self.proto, self._call.write, batch_limit)
         self.calls: dict[int, MuxCall] = {}
         self.closed = False
         self.proven = False  # a batch arrived: the plugin took the connection
@@ -404,11 +406,19 @@ class MuxPool:
     gRPC's own channel backoff does on the call transport.
     """
 
-    def __init__(self, channel_factory: Any, *, window: int, size: int = 1) -> None:
+    def __init__(
+        self,
+        channel_factory: Any,
+        *,
+        window: int,
+        size: int = 1,
+        batch_limit: Callable[[], int] = lambda: BATCH_LIMIT,
+    ) -> None:
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
         self._channel_factory = channel_factory
         self._window = window
+        self._batch_limit = batch_limit
         self.size = size
         self.connections: list[MuxConnection] = []
         self._backoff = 0.0
@@ -424,7 +434,10 @@ class MuxPool:
                 call.failed(self._last_error)
                 return call
             conn = MuxConnection(
-                self._channel_factory(), window=self._window, on_closed=self._closed
+                self._channel_factory(),
+                window=self._window,
+                on_closed=self._closed,
+                batch_limit=self._batch_limit(),
             )
             conn.start()
             self.connections.append(conn)
