@@ -131,7 +131,7 @@ def test_transport_negotiation_and_its_log_line(tmp_path, spec, options, expecte
         stats = httpx.get(url + "/_gw/stats", timeout=10).json()
         # mux keeps its Connect call open; ServeHTTP calls end with their request.
         assert stats["calls"]["app"] == (1 if expected == "mux" else 0)
-        lines = [line for line in gateway.stderr().splitlines() if "transport" in line]
+        lines = [line for line in gateway.stderr().splitlines() if " uses the " in line]
     finally:
         gateway.stop()
         plugin.stop()

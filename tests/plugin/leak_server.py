@@ -53,17 +53,16 @@ def _rss() -> int:
 
 @plugin.route("/stats")
 async def stats(request: Request, response: Response) -> None:
-    # Let cancelled tasks finish unwinding, and on the multiplexed transport
-    # the batch being written (WINDOW and RESET frames) leave, before counting.
+    # On the multiplexed transport, let the batch being written (WINDOW and
+    # RESET frames) leave first: a write in gRPC's hands holds objects.
+    for _ in range(400):
+        if SERVER is None or not SERVER.mux.busy:
+            break
+        await asyncio.sleep(0.005)
+    # Let cancelled tasks finish unwinding before counting.
     for _ in range(3):
         await asyncio.sleep(0)
-    count = -1
-    for _ in range(50):  # until two counts 20 ms apart agree
-        await asyncio.sleep(0.02)
-        gc.collect()
-        previous, count = count, len(gc.get_objects())
-        if count == previous:
-            break
+    gc.collect()
     kinds: dict[str, int] = {"all": len(gc.get_objects())}
     for obj in gc.get_objects():
         name = type(obj).__name__

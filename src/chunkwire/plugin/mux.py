@@ -425,6 +425,11 @@ class MuxServicer:
             conn.proto.go_away()
             conn.sender.kick()
 
+    @property
+    def busy(self) -> bool:
+        """A connection has frames queued or a batch in gRPC's hands."""
+        return any(conn.sender.busy for conn in self.connections)
+
     def open_streams(self) -> int:
         """Streams in the tables of every connection (for leak checks)."""
         return sum(len(c.proto.streams.keys() | c.streams.keys()) for c in self.connections)

@@ -34,6 +34,7 @@ class BatchSender:
         self._task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
         self.messages = 0
+        self._writing = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -58,6 +59,7 @@ class BatchSender:
 
     async def _send(self, batch: bytes) -> None:
         self.messages += 1
+        self._writing = True
         try:
             await self._write(batch)
         except asyncio.CancelledError:
@@ -65,6 +67,8 @@ class BatchSender:
         except Exception as exc:
             self.failed = exc
             raise
+        finally:
+            self._writing = False
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -74,6 +78,11 @@ class BatchSender:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+    @property
+    def busy(self) -> bool:
+        """Frames are queued or a batch is being written."""
+        return self._writing or self._ready.is_set() or self._proto.has_frames
 
     @property
     def done(self) -> bool:
