@@ -396,9 +396,10 @@ class MuxPool:
     """The multiplexed connections to one plugin, opened on demand.
 
     Every Connect call of a plugin rides the same gRPC channel, hence the
-    same HTTP/2 connection; extra calls add no parallelism on the wire,
-    only another ordered queue. One connection carries every stream unless
-    ``size`` asks for more (measured: see ``chunkwire bench``).
+    same HTTP/2 connection, and both ends run one event loop: extra calls
+    add no parallelism on the wire or in the processes, only another
+    ordered queue and reader task, and fewer frames per batch. So one
+    connection carries every stream unless ``size`` asks for more.
     Streams go to the least loaded connection. A broken connection fails
     its streams; the next request opens a new one, except within a backoff
     (0.1 s doubling to 1 s) after connections that never reached the
