@@ -714,10 +714,13 @@ async def test_send_file_ranges(sock_dir: str, data_file, offset, count) -> None
     async with serve(streams_plugin(probe), f"unix:{sock_dir}/p.sock") as (_, client):
         resp = await client.request("GET", "/file", query=query)
         body = await resp.read()
+        # The handler records after send_file returns, which may be after
+        # the client has the whole body.
+        sent = await probe.wait("sent")
     assert resp.status == 200
     assert resp.headers["Content-Length"] == str(len(expected))
     assert body == expected
-    assert probe.seen["sent"] == len(expected)
+    assert sent == len(expected)
 
 
 @pytest.mark.parametrize(
@@ -751,10 +754,11 @@ async def test_send_file_answers_a_missing_file(  # type: ignore[no-untyped-def]
     async with serve(streams_plugin(probe), f"unix:{sock_dir}/p.sock") as (_, client):
         resp = await client.request("GET", "/file", query=query)
         body = await resp.read()
+        sent = await probe.wait("sent")  # recorded after send_file returns
     assert resp.status == (not_found or 404)
     assert body == b"Not Found\n"
     assert resp.headers["Content-Length"] == "10"
-    assert probe.seen["sent"] == 0
+    assert sent == 0
 
 
 async def test_send_file_is_exported() -> None:
