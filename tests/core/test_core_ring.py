@@ -8,8 +8,10 @@ SCM_RIGHTS on a real socket pair, as a lane passes it.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import struct
+import subprocess
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -567,3 +569,45 @@ def test_ring_errors_parity(core_c: ModuleType, core_py: ModuleType) -> None:
     for case in cases:
         assert outcome(case, core_c) == outcome(case, core_py)
         assert outcome(case, core_c)[0] == "raised"
+
+
+SHRINK_AND_TOUCH = """
+import os, sys
+from chunkwire import {module} as core
+writer = core.RingWriter(1 << 16, 1)
+reader = core.RingReader(os.dup(writer.fileno()), 1)
+view = reader.read(writer.write(bytes(30000)))
+second = reader.read(writer.write(bytes(30000)))
+hostile = os.dup(writer.fileno())
+if sys.argv[1] == "unsealed-control":
+    # what the seal prevents: a plain shared mapping whose file shrinks
+    import mmap
+    fd = os.memfd_create("control")
+    os.ftruncate(fd, 1 << 16)
+    mapping = mmap.mmap(fd, 1 << 16)
+    os.ftruncate(fd, 0)
+    mapping[60000]
+else:
+    try:
+        os.ftruncate(hostile, 0)
+    except PermissionError:
+        print("refused")
+print(bytes(second[-1:]) == b"\\0")
+"""
+
+
+@pytest.mark.parametrize("case", ["sealed-ring", "unsealed-control"])
+def test_a_shrinking_peer_cannot_make_the_reader_fault(core: ModuleType, case: str) -> None:
+    """In a child process: the ring survives the attempt; the unsealed control dies of SIGBUS."""
+    code = SHRINK_AND_TOUCH.format(module=core.__name__.rpartition(".")[2])
+    env = dict(os.environ)
+    # under the ASan build, let the signal kill the child as it would unsanitised
+    env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"), "handle_sigbus=0"]))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, case], capture_output=True, text=True, timeout=120, env=env
+    )
+    if case == "unsealed-control":
+        assert proc.returncode == -signal.SIGBUS, (proc.returncode, proc.stderr)
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["refused", "True"]
