@@ -48,6 +48,25 @@ def add_private_unix_port(server: grpc.aio.Server, path: str) -> tuple[int, int]
     return (st.st_dev, st.st_ino)
 
 
+def listen_private_unix(path: str) -> tuple[socket.socket, tuple[int, int]]:
+    """A listening unix stream socket at ``path`` (absolute), mode 0600, and its (dev, ino)."""
+    _prepare_unix_path(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        st = os.stat(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, (st.st_dev, st.st_ino)
+
+
 def remove_unix_socket(path: str, ino: tuple[int, int] | None) -> None:
     """Remove ``path`` if it is still the socket we created (not a successor's)."""
     with contextlib.suppress(FileNotFoundError):

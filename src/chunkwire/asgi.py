@@ -37,8 +37,17 @@ failed startup raises LifespanError, and ``chunkwire plugin`` exits with
 status 1 and one line naming the error. ``state`` filled at startup is
 copied into every request's scope (``request.state`` in Starlette).
 
-The ASGI ``websocket`` scope is not bridged yet: WebSocket sessions to an
-ASGIPlugin are refused with HTTP 501.
+Each WebSocket session becomes one ASGI ``websocket`` scope (same
+``root_path``, ``client``, ``server`` and headers; ``scheme`` ws or wss;
+``subprotocols`` as offered) with the ``websocket.http.response``
+extension; _asgi_websocket.py has the state machine. The app's accept,
+denial or close answers the handshake; ``receive()`` takes one client
+message at a time (the client is held back while the app does not
+receive) and ``send()`` waits while the client is slow. A client that
+leaves reaches the app as ``websocket.disconnect`` with its close code;
+``send()`` then raises ClientDisconnected. An exception closes the session
+with 1011 once accepted, and refuses the handshake with 500 before; so does
+returning without answering the handshake.
 """
 
 from __future__ import annotations
@@ -51,9 +60,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ._asgi_websocket import EXTENSIONS as WS_EXTENSIONS
+from ._asgi_websocket import WebSocketCycle
 from ._wire import DEFAULT_CHUNK_SIZE
 from .errors import ClientDisconnected, ProtocolError
-from .plugin import Plugin, Request, Response
+from .plugin import Plugin, Request, Response, WebSocket
 from .plugin.app import DEFAULT_FINISH_TIMEOUT
 from .plugin.server import PluginServer
 
@@ -67,7 +78,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ROOT_PATH_HEADER = "X-Forwarded-Prefix"
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}
 
 
 class LifespanError(RuntimeError):
@@ -127,10 +139,17 @@ class ASGIPlugin(Plugin):
         return self._serve_http, {}, []
 
     def match_websocket(self, path: str) -> tuple[Any, dict[str, str], int | None]:
-        return _refuse_websocket, {}, None
+        return self._serve_websocket, {}, None
 
     async def _serve_http(self, request: Request, response: Response) -> None:
         await _HTTPCycle(self, request, response).run()
+
+    async def _serve_websocket(self, ws: WebSocket) -> None:
+        scope = _connection_scope(self, ws.request, "websocket")
+        scope["subprotocols"] = list(ws.subprotocols)
+        scope["extensions"] = {name: dict(value) for name, value in WS_EXTENSIONS.items()}
+        cycle = WebSocketCycle(ws, self.chunk_size, self.disconnect_timeout)
+        await cycle.run(self.app, scope)
 
     # -- lifespan around the server ---------------------------------------------
 
@@ -166,21 +185,22 @@ class _ASGIServer(PluginServer):
             await plugin._lifespan.shutdown()
 
 
-async def _refuse_websocket(ws: Any) -> None:
-    await ws.deny(
-        501,
-        [("Content-Type", "text/plain; charset=utf-8")],
-        b"Not Implemented: WebSocket routes of ASGI apps are not served by chunkwire yet\n",
-    )
-
-
 # -- one HTTP request -------------------------------------------------------------
 
 
 def _scope(plugin: ASGIPlugin, request: Request) -> Scope:
+    scope = _connection_scope(plugin, request, "http")
+    scope["method"] = request.method
+    return scope
+
+
+def _connection_scope(plugin: ASGIPlugin, request: Request, kind: str) -> Scope:
+    """What the ``http`` and ``websocket`` scopes share, from the request init."""
     init = request.init
     split = urlsplit(init.url)
     scheme = split.scheme or "http"
+    if kind == "websocket":
+        scheme = _WEBSOCKET_SCHEMES.get(scheme, scheme)
     headers: list[tuple[bytes, bytes]] = []
     root_path = ""
     for header in init.headers:
@@ -195,10 +215,9 @@ def _scope(plugin: ASGIPlugin, request: Request) -> Scope:
     major = init.proto_major or 1
     http_version = "2" if major == 2 else f"{major}.{init.proto_minor if init.proto else 1}"
     return {
-        "type": "http",
+        "type": kind,
         "asgi": dict(_ASGI),
         "http_version": http_version,
-        "method": request.method,
         "scheme": scheme,
         "path": root_path + request.path,
         "raw_path": (root_path + request.raw_path).encode("latin-1", "replace"),

@@ -69,7 +69,7 @@ def bench_plugin() -> Any:
 
     @plugin.route("/echo", methods=["POST", "PUT"])
     async def echo(request: Any, response: Any) -> None:
-        if request.content_length >= 0:
+        if request.content_length is not None:
             response.headers["Content-Length"] = str(request.content_length)
         await response.pipe_from(request.body)
 
@@ -614,7 +614,17 @@ def _median(fn: Callable[[], float], rounds: int) -> float:
     return statistics.median(fn() for _ in range(rounds))
 
 
+def load_average() -> float:
+    """The 1-minute load average (a shared machine: numbers go with it)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
 class Row:
+    """One scenario's figures; ``load`` is the load average when they were taken."""
+
     def __init__(self, scenario: str, cw: float, ref: float, unit: str, ratio: float,
                  note: str = "") -> None:
         self.scenario = scenario
@@ -623,6 +633,7 @@ class Row:
         self.unit = unit
         self.ratio = ratio
         self.note = note
+        self.load = load_average()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -632,13 +643,14 @@ class Row:
             "unit": self.unit,
             "ratio": self.ratio,
             "note": self.note,
+            "load": self.load,
         }
 
 
 def run_scenarios(ns: argparse.Namespace, log: Callable[[str], None]) -> list[Row]:
     """Every scenario on each transport of ``ns.transport``, plus the nginx peer.
 
-    Rows are labelled with the transport (``mux``, ``call``) or ``nginx``;
+    Rows are labelled with the transport (``lane``, ``mux``, ``call``) or ``nginx``;
     ratios are always against direct uvicorn measured in the same run.
     """
     size: int = ns.size
@@ -801,18 +813,18 @@ def _rss_rows(rows: list[Row], rss: dict[str, float], chunk_sizes: list[int],
 
 
 def format_table(rows: list[Row]) -> str:
-    header = ("scenario", "chunkwire", "reference", "ratio")
+    header = ("scenario", "chunkwire", "reference", "load", "ratio")
     body = [
-        (r.scenario, f"{r.cw:,.1f} {r.unit}", f"{r.ref:,.1f} {r.unit}",
+        (r.scenario, f"{r.cw:,.1f} {r.unit}", f"{r.ref:,.1f} {r.unit}", f"{r.load:.1f}",
          f"{r.ratio:.2f}x" + (f"  ({r.note})" if r.note else ""))
         for r in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(3)]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
     lines = [
-        "  ".join(h.ljust(w) for h, w in zip(header[:3], widths, strict=True)) + "  " + header[3],
+        "  ".join(h.ljust(w) for h, w in zip(header[:4], widths, strict=True)) + "  " + header[4],
         "  ".join("-" * w for w in widths) + "  -----",
     ]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(line[:3], widths, strict=True)) + "  " + line[3]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line[:4], widths, strict=True)) + "  " + line[4]
               for line in body]
     return "\n".join(lines)
 
@@ -827,8 +839,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow-seconds", type=float, default=10.0,
                         help="length of the slow-client (2 MiB/s) run")
     parser.add_argument("--json", type=Path, default=None, help="save raw numbers here")
-    parser.add_argument("--transport", action="append", choices=("mux", "call"), default=None,
-                        help="gateway to plugin transport; repeatable (default: mux and call)")
+    parser.add_argument("--transport", action="append", choices=("lane", "mux", "call"),
+                        default=None,
+                        help="gateway to plugin transport; repeatable (default: lane, mux, call)")
     parser.add_argument("--no-nginx", action="store_true",
                         help="skip the nginx peer rows (skipped anyway when nginx is missing)")
     parser.add_argument("--quick", action="store_true",
@@ -848,7 +861,7 @@ def run_bench(ns: argparse.Namespace) -> int:
     if ns.chunk_size is None:
         ns.chunk_size = [65536, 1 << 20]
     if ns.transport is None:
-        ns.transport = ["mux", "call"]
+        ns.transport = ["lane", "mux", "call"]
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

@@ -2,17 +2,21 @@
 uvicorn and as a chunkwire plugin (``chunkwire plugin`` + ``chunkwire gateway``).
 
 Needs FastAPI (the ``dev`` extra); the rows are left out without it.
-``python -m chunkwire.bench_asgi --size 256m`` runs these rows alone.
+``python -m chunkwire.bench_asgi --size 256m`` runs these rows alone. The
+WebSocket rows echo messages through the app's ``/b/ws`` route with the
+``websockets`` client (permessage-deflate off on both sides).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI evaluates the
 # endpoints' annotations, and ``Request`` is only imported inside make_app.
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,11 +41,14 @@ from .bench import (
 
 _SMALL = b"s" * 1024
 APP_SPEC = "chunkwire.bench_asgi:make_app"
+WS_SMALL = 1024
+WS_LARGE = 256 * 1024
 
 
 def make_app() -> Any:
-    """The FastAPI app both sides serve: ``/b/upload``, ``/b/download?size=``, ``/b/small``."""
-    from fastapi import FastAPI, Request
+    """The FastAPI app both sides serve: ``/b/upload``, ``/b/download?size=``, ``/b/small``,
+    and the WebSocket echo ``/b/ws``."""
+    from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
     from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
     app = FastAPI()
@@ -72,6 +79,15 @@ def make_app() -> Any:
     @app.get("/b/small")
     async def small_route() -> Response:
         return Response(_SMALL, media_type="application/octet-stream")
+
+    @app.websocket("/b/ws")
+    async def ws_echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                await websocket.send_bytes(await websocket.receive_bytes())
+        except WebSocketDisconnect:
+            pass
 
     return app
 
@@ -178,7 +194,83 @@ def asgi_rows(ns: argparse.Namespace, log: Callable[[str], None]) -> list[Row]:
             ref = _median(lambda: rps(target), rounds)
         rows.append(Row(f"FastAPI 1 KiB requests/s, concurrency {concurrency}", cw, ref,
                         "req/s", cw / ref, f"load: {tool}"))
+    rows += websocket_rows(ns, log)
     return rows
+
+
+def _ws_url(target: Target) -> str:
+    return target.url.replace("http://", "ws://", 1) + "/ws"
+
+
+def ws_round_trips(url: str, seconds: float) -> float:
+    """1 KiB messages echoed one at a time for ``seconds``: round trips per second."""
+    from websockets.asyncio.client import connect
+
+    async def run() -> float:
+        payload = os.urandom(WS_SMALL)
+        async with connect(url, compression=None, max_size=None) as ws:
+            for _ in range(50):  # warm-up
+                await ws.send(payload)
+                await ws.recv()
+            count = 0
+            start = time.perf_counter()
+            end = start + seconds
+            while time.perf_counter() < end:
+                await ws.send(payload)
+                await ws.recv()
+                count += 1
+            return count / (time.perf_counter() - start)
+
+    return asyncio.run(run())
+
+
+def ws_echo_seconds(url: str, total: int) -> float:
+    """``total`` bytes of 256 KiB messages sent while the echoes are read: seconds."""
+    from websockets.asyncio.client import connect
+
+    async def run() -> float:
+        payload = os.urandom(WS_LARGE)
+        count = max(1, total // WS_LARGE)
+        async with connect(url, compression=None, max_size=None) as ws:
+
+            async def send() -> None:
+                for _ in range(count):
+                    await ws.send(payload)
+
+            start = time.perf_counter()
+            sender = asyncio.ensure_future(send())
+            received = 0
+            while received < count * WS_LARGE:
+                received += len(await ws.recv())
+            await sender
+            return time.perf_counter() - start
+
+    return asyncio.run(run())
+
+
+def websocket_rows(ns: argparse.Namespace, log: Callable[[str], None]) -> list[Row]:
+    """A FastAPI WebSocket echo as a plugin vs directly under uvicorn."""
+    rounds: int = ns.rounds
+    chunk_size: int = ns.chunk_size[0]
+    total = min(ns.size, 64 * MIB)
+    mb = max(1, total // WS_LARGE) * WS_LARGE / 1e6
+    log("  FastAPI WebSocket echo ...")
+    results: dict[str, tuple[float, float]] = {}
+    for name, opened in (("chunkwire", plugin_target(chunk_size)), ("uvicorn", uvicorn_target())):
+        with opened as target:
+            url = _ws_url(target)
+            ws_round_trips(url, 0.5)  # warm-up
+            rtt = _median(lambda url=url: ws_round_trips(url, ns.seconds), rounds)
+            seconds = _median(lambda url=url: ws_echo_seconds(url, total), rounds)
+        results[name] = (rtt, mb / seconds)
+    (cw_rtt, cw_mbs), (ref_rtt, ref_mbs) = results["chunkwire"], results["uvicorn"]
+    note = "reference: the same FastAPI app under uvicorn; one session"
+    return [
+        Row("FastAPI WebSocket 1 KiB echo round trips/s", cw_rtt, ref_rtt, "msg/s",
+            cw_rtt / ref_rtt, note),
+        Row(f"FastAPI WebSocket echo, 256 KiB messages, {total / MIB:g} MiB", cw_mbs, ref_mbs,
+            "MB/s", cw_mbs / ref_mbs, note),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

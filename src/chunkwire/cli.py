@@ -302,6 +302,10 @@ def _uvicorn_server(
                     if cycle is not None and transport is not None and not cycle.response_complete:
                         transport.close()
 
+            # Event streams never end by themselves: end them cleanly first.
+            end_event_streams = getattr(app, "end_event_streams", None)
+            if end_event_streams is not None:
+                end_event_streams()
             cutter = asyncio.ensure_future(cut())
             try:
                 await super().shutdown(sockets)
@@ -560,8 +564,9 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
         help="WebSocket keep-alive ping every S seconds (0: off)",
     )
     parser.add_argument(
-        "--transport", choices=("auto", "mux", "call"), default="auto",
-        help="to plugins: multiplexed when offered (auto), or force mux or call",
+        "--transport", choices=("auto", "lane", "mux", "call"), default="auto",
+        help="to plugins: the same-host lane for unix sockets, else multiplexed, when "
+        "offered (auto), or force lane, mux or call",
     )
     events = parser.add_argument_group("event streams")
     events.add_argument(

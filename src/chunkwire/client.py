@@ -18,6 +18,7 @@ read-only ``memoryview`` objects over the received messages (no copy).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -44,8 +45,10 @@ from .errors import (
     PluginCallError,
     ProtocolError,
 )
+from .transport.lane import LaneCarrier, lane_or_unavailable
 from .transport.negotiate import TransportChoice, describer
 from .transport.opener import MuxPool
+from .transport.sender import BATCH_LIMIT
 
 log = logging.getLogger("chunkwire.client")
 
@@ -392,10 +395,12 @@ class _RequestContext:
 class PluginClient:
     """One gRPC channel to one plugin (``unix:/path.sock`` or ``HOST:PORT``).
 
-    ``transport``: "auto" (default) uses the plugin's multiplexed Connect
-    call when its Describe offers it, one ServeHTTP call per request
-    otherwise; "mux" or "call" force one. A ``method`` other than chunkwire's
-    ServeHTTP (the Mattermost name) always uses the call transport.
+    ``transport``: "auto" (default) uses the plugin's same-host lane when
+    ``address`` is a unix socket and its Describe offers one, else its
+    multiplexed Connect call when offered, else one ServeHTTP call per
+    request; "lane", "mux" or "call" force one ("lane" needs a unix socket).
+    A ``method`` other than chunkwire's ServeHTTP (the Mattermost name)
+    always uses the call transport.
     """
 
     def __init__(
@@ -418,6 +423,7 @@ class PluginClient:
             transport if method == SERVE_HTTP_METHOD else "call",
             describer(self._open_channel),
             log,
+            address=address,
         )
         self._pool: MuxPool | None = None
 
@@ -428,7 +434,7 @@ class PluginClient:
 
     @property
     def transport(self) -> str | None:
-        """The transport in use: "mux" or "call"; None until the first request decides."""
+        """The transport in use: "lane", "mux" or "call"; None until the first request decides."""
         return self._choice.chosen
 
     def open_streams(self) -> int:
@@ -436,11 +442,29 @@ class PluginClient:
         return self._pool.open_streams() if self._pool is not None else 0
 
     async def _open_call(self) -> Any:
-        if await self._choice.get() == "mux":
+        chosen = await self._choice.get()
+        if chosen in ("mux", "lane"):
             if self._pool is None:
-                self._pool = MuxPool(self._open_channel, window=flow_window(self.chunk_size))
+                carrier = None
+                if chosen == "lane":
+                    chunk = max(self.chunk_size, _MIN_RECEIVE_CHUNK)
+                    record = max(BATCH_LIMIT, chunk + _HEADROOM) + _HEADROOM
+                    carrier = functools.partial(
+                        LaneCarrier, self.address, self._lane_path, record
+                    )
+                self._pool = MuxPool(
+                    self._open_channel,
+                    window=flow_window(self.chunk_size),
+                    carrier_factory=carrier,
+                )
             return self._pool.open_call()
         return self._stub()
+
+    async def _lane_path(self) -> str:
+        info = self._choice.info
+        if info is None:
+            info = await describer(self._open_channel)()
+        return lane_or_unavailable(self.address, info, self.address)
 
     async def __aenter__(self) -> PluginClient:
         self.open()

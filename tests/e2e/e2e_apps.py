@@ -23,6 +23,7 @@ BLOCK = bytes(range(256)) * 4096  # 1 MiB of filler for endless transfers
 plugin = Plugin("e2e")
 mm_plugin = Plugin("e2e-mm", mattermost_compat=True)
 call_plugin = Plugin("e2e-call", transports=("call",))  # offers no mux: gateways fall back
+mux_plugin = Plugin("e2e-mux", transports=("call", "mux"))  # no same-host lane
 
 cancelled: dict[str, int] = {"download": 0, "upload": 0}
 late_header_errors: list[str] = []
@@ -183,7 +184,7 @@ async def stats(request: Request, response: Response) -> None:
     await response.write(json.dumps(data).encode())
 
 
-for app in (plugin, mm_plugin, call_plugin):
+for app in (plugin, mm_plugin, call_plugin, mux_plugin):
     app.add_route("/upload", upload, methods=["POST", "PUT"])
     app.add_route("/download", download)
     app.add_route("/endless-download", endless_download)

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from conftest import HERE, Proc, _connectable_unix, _env, peak_rss_kb, start_gateway, start_plugin
+from e2e_stack import HERE, Proc, _connectable_unix, _env, peak_rss_kb, start_gateway, start_plugin
 
 from chunkwire.client import AsyncPluginTransport
 
@@ -173,16 +173,20 @@ def test_request_stream_echo_chunked(asgi: AsgiStack) -> None:
     assert hashlib.sha256(r.content).digest() == hashlib.sha256(b"".join(blocks)).digest()
 
 
-def test_websocket_to_an_asgi_app_is_refused_with_501(asgi: AsgiStack) -> None:
-    async def attempt() -> int:
-        url = asgi.url.replace("http://", "ws://") + "/plugins/fastapi/ws"
+def test_websocket_handshakes_the_http_apps_do_not_route(asgi: AsgiStack) -> None:
+    """No WebSocket route in FastAPI: it closes before accepting (403); the bare
+    callable raises on a websocket scope (500)."""
+
+    async def attempt(path: str) -> int:
+        url = asgi.url.replace("http://", "ws://") + path
         try:
             async with websockets.connect(url):
                 return 101
         except websockets.InvalidStatus as exc:
             return exc.response.status_code
 
-    assert asyncio.run(attempt()) == 501
+    assert asyncio.run(attempt("/plugins/fastapi/ws")) == 403
+    assert asyncio.run(attempt("/plugins/bare/ws")) == 500
 
 
 def test_the_httpx_transport_reaches_an_asgi_plugin_directly(asgi: AsgiStack) -> None:

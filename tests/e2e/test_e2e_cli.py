@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import HERE, _env
+from e2e_stack import HERE, _env
 
 pytestmark = pytest.mark.timeout(60)
 

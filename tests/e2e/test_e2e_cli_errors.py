@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Proc, _connectable_unix, _env, start_plugin
+from e2e_stack import ROOT, Proc, _connectable_unix, _env, start_plugin
 
 import chunkwire
 from chunkwire.client import PluginClient
@@ -76,6 +76,10 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *words: str) ->
         (["gateway", "--plugin", "=unix:/tmp/x.sock"], ["ID=ADDRESS"]),
         (["gateway", "--plugin", "files=somewhere"], ["'somewhere'"]),
         (["gateway", "--plugin", "files=127.0.0.1:99999"], ["99999"]),
+        (
+            ["gateway", "--plugin", "files=127.0.0.1:7000", "--transport", "lane"],
+            ["'files'", "lane", "unix socket", "127.0.0.1:7000"],
+        ),
         (
             ["gateway", "--plugin", "a=unix:/tmp/a.sock", "--plugin", "a=unix:/tmp/b.sock"],
             ["twice"],

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, start_demo
+from e2e_stack import ROOT, start_demo
 from playwright.sync_api import Page, expect, sync_playwright
 
 pytestmark = pytest.mark.timeout(180)

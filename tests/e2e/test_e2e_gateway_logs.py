@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_gateway, start_plugin
+from e2e_stack import start_gateway, start_plugin
 
 pytestmark = pytest.mark.timeout(120)
 

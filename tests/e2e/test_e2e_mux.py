@@ -1,4 +1,4 @@
-"""The multiplexed transport end to end: head-of-line blocking, negotiation, fallback."""
+"""The multiplexed transports end to end: head-of-line blocking, negotiation, fallback."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from conftest import start_gateway, start_plugin
+from e2e_stack import start_gateway, start_plugin
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -69,11 +69,12 @@ def _settled(read, what: str) -> int:
     raise AssertionError(f"{what} never stalled")
 
 
-def test_small_requests_pass_a_stalled_upload_and_a_stalled_download(tmp_path):
+@pytest.mark.parametrize("transport", ["mux", "lane"])
+def test_small_requests_pass_a_stalled_upload_and_a_stalled_download(tmp_path, transport):
     sock_path = tmp_path / "p.sock"
     plugin = start_plugin("e2e_apps:plugin", sock_path)
     gateway, url = start_gateway(
-        {"app": f"unix:{sock_path}"}, "--transport", "mux", "--response-timeout", "0"
+        {"app": f"unix:{sock_path}"}, "--transport", transport, "--response-timeout", "0"
     )
     upload_sock = download_sock = None
     try:
@@ -101,7 +102,8 @@ def test_small_requests_pass_a_stalled_upload_and_a_stalled_download(tmp_path):
                 assert r.status_code == 200 and len(r.content) == 300_000 + i
         after = stats()
         assert after["active"] == 2  # the stalled ones are still there
-        assert after["calls"]["app"] == 1  # one Connect call carried all of it
+        # one Connect call carried all of it; on the lane, no gRPC call did
+        assert after["calls"]["app"] == (1 if transport == "mux" else 0)
     finally:
         for sock in (upload_sock, download_sock):
             if sock is not None:
@@ -113,7 +115,10 @@ def test_small_requests_pass_a_stalled_upload_and_a_stalled_download(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "options", "expected", "why"),
     [
-        ("e2e_apps:plugin", [], "mux", "it offers call, mux"),
+        ("e2e_apps:plugin", [], "lane", "it offers call, mux, lane"),
+        ("e2e_apps:mux_plugin", [], "mux", "it offers call, mux"),
+        ("e2e_apps:plugin", ["--transport", "mux"], "mux", "set by configuration"),
+        ("e2e_apps:plugin", ["--transport", "lane"], "lane", "set by configuration"),
         ("e2e_apps:call_plugin", [], "call", "it offers call"),
         ("e2e_apps:plugin", ["--transport", "call"], "call", "set by configuration"),
         ("e2e_apps:mm_plugin", ["--mattermost", "app"], "call", "Mattermost method"),
@@ -129,7 +134,8 @@ def test_transport_negotiation_and_its_log_line(tmp_path, spec, options, expecte
             assert r.status_code == 200
             assert json.loads(r.content)["bytes"] == 3
         stats = httpx.get(url + "/_gw/stats", timeout=10).json()
-        # mux keeps its Connect call open; ServeHTTP calls end with their request.
+        # mux keeps its Connect call open; ServeHTTP calls end with their
+        # request; the lane is a unix socket, no gRPC call.
         assert stats["calls"]["app"] == (1 if expected == "mux" else 0)
         lines = [line for line in gateway.stderr().splitlines() if " uses the " in line]
     finally:

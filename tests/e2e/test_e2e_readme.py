@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from e2e_stack import ROOT
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from bodies import stamped_blocks
-from conftest import Proc, start_gateway, start_plugin
+from e2e_stack import Proc, start_gateway, start_plugin
 
 MIB = 1 << 20
 GIB = 1 << 30

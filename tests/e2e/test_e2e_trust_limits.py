@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 import pytest
 from bodies import stamped
-from conftest import start_gateway, start_plugin
+from e2e_stack import start_gateway, start_plugin
 from raw_http import raw_exchange, read_until_closed, status_of
 
 from chunkwire._core import decode_response_frame, encode_request_frame

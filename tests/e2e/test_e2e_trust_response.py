@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
-from conftest import start_gateway, start_plugin, start_script
+from e2e_stack import start_gateway, start_plugin, start_script
 from raw_http import Aborted, RawClient
 
 pytestmark = pytest.mark.timeout(120)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import grpc
 import httpx
 import pytest
-from conftest import start_gateway, start_plugin, start_url_script
+from e2e_stack import start_gateway, start_plugin, start_url_script
 from raw_http import raw_exchange, status_of
 
 from chunkwire._core import decode_response_frame, encode_request_frame

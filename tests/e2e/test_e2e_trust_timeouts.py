@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from bodies import stamped
-from conftest import HERE, _env, start_gateway, start_plugin, start_script
+from e2e_stack import HERE, _env, start_gateway, start_plugin, start_script
 from raw_http import read_until_closed
 
 pytestmark = pytest.mark.timeout(180)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_gateway, start_plugin
+from e2e_stack import start_gateway, start_plugin
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from ws_apps import stamped

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, start_gateway, start_plugin
+from e2e_stack import ROOT, start_gateway, start_plugin
 from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.timeout(300)

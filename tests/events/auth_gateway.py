@@ -4,14 +4,17 @@ Clients send ``Authorization: Bearer USER@TENANT``. Topics are
 ``TENANT.NAME``: a user may read its tenant's topics (``authorize_topic``
 True), another tenant's is 403 (False), ``TENANT.hidden...`` is 404 (None).
 ``expand_topic`` lists ``TOPIC.step1``, ``TOPIC.step2`` and, to check the
-gateway filters it, another tenant's topic.
+gateway filters it, another tenant's topic. ``--events-tls CERT KEY`` serves
+the Events service over TLS.
 """
 
 from __future__ import annotations
 
 import argparse
 import socket
+from pathlib import Path
 
+import grpc
 import uvicorn
 
 from chunkwire.gateway import Gateway, Identity, Reject
@@ -46,13 +49,20 @@ def main() -> None:
     parser.add_argument("--events-listen", required=True)
     parser.add_argument("--sse-keepalive", type=float, default=15.0)
     parser.add_argument("--sse-timeout", type=float, default=300.0)
+    parser.add_argument("--events-tls", nargs=2, metavar=("CERT", "KEY"),
+                        help="PEM files: serve the Events service over TLS")
     ns = parser.parse_args()
+    credentials = None
+    if ns.events_tls:
+        cert, key = (Path(path).read_bytes() for path in ns.events_tls)
+        credentials = grpc.ssl_server_credentials([(key, cert)])
     app = Gateway(
         {"p": ns.plugin},
         authenticate=authenticate,
         authorize_topic=authorize_topic,
         expand_topic=expand_topic,
         events_listen=ns.events_listen,
+        events_credentials=credentials,
         sse_keepalive=ns.sse_keepalive,
         sse_timeout=ns.sse_timeout,
         stats_path="/_gw/stats",

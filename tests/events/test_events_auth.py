@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import SSEReader, publish, sse_client
+from events_helpers import SSEReader, publish, sse_client
 
 
 def _get(gw, path: str, token: str | None = None, method: str = "GET") -> httpx.Response:

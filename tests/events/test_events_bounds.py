@@ -9,7 +9,7 @@ import re
 import socket
 import time
 
-from conftest import BackgroundPublisher, SSEReader, sse_client, vm_hwm_kb
+from events_helpers import BackgroundPublisher, SSEReader, peak_rss_kb, sse_client
 
 EVENTS = 8000
 CHUNK = 32
@@ -49,7 +49,7 @@ def test_a_reader_that_stops_loses_the_oldest_events_and_is_told(stack):
     try:
         with sse_client() as client, client.stream("GET", gw.url + "/events/flood") as resp:
             fast = SSEReader(resp)
-            baseline = vm_hwm_kb(gw.proc.pid)
+            baseline = peak_rss_kb(gw.proc.pid)
             seq = 0
             for _ in range(EVENTS // CHUNK):
                 batch = []
@@ -64,7 +64,7 @@ def test_a_reader_that_stops_loses_the_oldest_events_and_is_told(stack):
                 got = fast.events(CHUNK)
                 assert [e.id for e in got] == [str(s) for s in range(seq - CHUNK + 1, seq + 1)]
                 assert [e.json()["data"] for e in got] == [d for _, _, d in batch]
-            growth_kb = vm_hwm_kb(gw.proc.pid) - baseline
+            growth_kb = peak_rss_kb(gw.proc.pid) - baseline
         # Unbounded queueing would hold all 32 MB for the stalled reader.
         assert growth_kb < EVENTS * DATA // 1024 // 2, f"gateway grew {growth_kb} kB"
 

@@ -7,7 +7,7 @@ import os
 import time
 
 import httpx
-from conftest import SSEReader, publish, sse_client
+from events_helpers import SSEReader, publish, sse_client
 
 from chunkwire.gateway import Gateway
 

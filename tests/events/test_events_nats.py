@@ -11,7 +11,7 @@ import threading
 import time
 
 import httpx
-from conftest import (
+from events_helpers import (
     BackgroundPublisher,
     SSEReader,
     env,

@@ -11,7 +11,7 @@ import sys
 
 import grpc
 import pytest
-from conftest import SSEReader, env, free_port, publish, sse_client
+from events_helpers import SSEReader, env, free_port, publish, sse_client
 
 from chunkwire._proto import events_pb2, events_pb2_grpc
 from chunkwire.errors import InvalidEvent, PublishError

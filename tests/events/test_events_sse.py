@@ -8,7 +8,7 @@ import threading
 import time
 
 import httpx
-from conftest import SSEReader, publish, sse_client
+from events_helpers import SSEReader, publish, sse_client
 
 
 def test_stream_carries_each_event_with_id_type_and_json(stack):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +34,7 @@ from chunkwire._wire import (
     identity,
 )
 from chunkwire.gateway import Gateway
+from chunkwire.plugin.lane import LaneListener
 from chunkwire.transport import CONNECT_METHOD, DESCRIBE_METHOD
 from chunkwire.transport.mux import (
     Connection,
@@ -45,7 +49,9 @@ from chunkwire.transport.sender import BatchSender
 
 # What fake plugins offer: set per test by the ``transport`` fixture (conftest).
 # "mux": Describe lists mux and Connect runs the same handlers per stream, so
-# a gateway on "auto" negotiates it; "call": no Describe, ServeHTTP only.
+# a gateway on "auto" negotiates it; "lane": the fake listens on a unix socket
+# (a temporary one unless given) and also serves those streams on a lane
+# next to it; "call": no Describe, ServeHTTP only.
 TRANSPORT = "call"
 STARTED: list[FakePlugin] = []  # fakes of the running test, for the conftest's check
 
@@ -60,6 +66,7 @@ class FakeLog:
         self.transports: list[str] = []  # how each request arrived
         self.cancelled: list[str] = []
         self.body_bytes = 0
+        self.describes = 0  # Describe calls answered
         self.events: dict[str, asyncio.Event] = {}
 
     def event(self, name: str) -> asyncio.Event:
@@ -93,7 +100,10 @@ class FakePlugin:
 
     def __init__(self, routes: dict[str, FakeHandler], *, mattermost: bool = False) -> None:
         self.routes = routes
-        self.mux = TRANSPORT == "mux" and not mattermost
+        self.mux = TRANSPORT in ("mux", "lane") and not mattermost
+        self.lane = TRANSPORT == "lane" and not mattermost
+        self._lane: LaneListener | None = None
+        self._tmp: str | None = None
         STARTED.append(self)
         self.log = FakeLog()
         self.server: grpc.aio.Server | None = None
@@ -129,7 +139,15 @@ class FakePlugin:
         self.log.cancelled.append(path)
         self.log.event(f"cancelled:{path}").set()
 
+    @property
+    def transport(self) -> str:
+        """What a gateway on "auto" negotiates with this fake."""
+        return "lane" if self.lane else "mux" if self.mux else "call"
+
     async def start(self, listen: str = "127.0.0.1:0") -> str:
+        if self.lane and not listen.startswith("unix:"):
+            self._tmp = tempfile.mkdtemp(prefix="cw-fake-", dir="/tmp")
+            listen = f"unix:{self._tmp}/fake.sock"
         server = grpc.aio.server()
         handler = grpc.stream_stream_rpc_method_handler(
             self._serve, request_deserializer=None, response_serializer=None
@@ -141,8 +159,16 @@ class FakePlugin:
         )
         if self.mux:
             info = plugin_pb2.PluginInfo(name="fake", transports=["call", "mux"])
+            if self.lane:
+                path = os.path.abspath(listen[len("unix:") :]) + ".lane"
+                self._lane = LaneListener(
+                    path, lambda context: _FakeConnection(self, context, "lane").run(), 1 << 21
+                )
+                info.transports.append("lane")
+                info.lane_socket = path
 
             async def describe(request: bytes, context: Any) -> bytes:
+                self.log.describes += 1
                 return info.SerializeToString()
 
             plugin_service, describe_name = DESCRIBE_METHOD.lstrip("/").split("/")
@@ -160,6 +186,8 @@ class FakePlugin:
             )
         port = server.add_insecure_port(listen)
         await server.start()
+        if self._lane is not None:
+            await self._lane.start()
         self.server = server
         self.address = listen if listen.startswith("unix:") else f"127.0.0.1:{port}"
         return self.address
@@ -168,6 +196,12 @@ class FakePlugin:
         if self.server is not None:
             await self.server.stop(0)
             self.server = None
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            await lane.close(0, lambda: False)
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
     async def _connect(self, request_iterator: Any, context: Any) -> None:
@@ -226,18 +260,25 @@ class _FakeStream:
 
 
 class _FakeConnection:
-    def __init__(self, plugin: FakePlugin, context: Any) -> None:
+    def __init__(self, plugin: FakePlugin, context: Any, transport: str = "mux") -> None:
         self.plugin = plugin
         self.context = context
+        self.transport = transport
         self.proto = Connection(opener=False)
-        self.sender = BatchSender(self.proto, context.write)
+        # A lane brings its own sender and decoder (bodies through its rings).
+        make_sender = getattr(context, "sender", None)
+        if make_sender is None:
+            self.sender = BatchSender(self.proto, context.write)
+        else:
+            self.sender = make_sender(self.proto)
+        self._decode = getattr(context, "decode", decode_batch)
         self.streams: dict[int, _FakeStream] = {}
 
     async def run(self) -> None:
         self.sender.start()
         try:
             while (data := await self.context.read()) is not grpc.aio.EOF:
-                for event in self.proto.receive(decode_batch(data)):
+                for event in self.proto.receive(self._decode(data)):
                     self._on(event)
                 self.sender.kick()
         finally:
@@ -273,7 +314,7 @@ class _FakeConnection:
 
     async def _run(self, stream: _FakeStream, payload: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError, _Aborted, RuntimeError):
-            await self.plugin._dispatch(payload, stream, "mux")
+            await self.plugin._dispatch(payload, stream, self.transport)
         state = self.proto.streams.get(stream.stream_id)
         if state is not None and state.local_open:
             # Returning without body_complete: the call transport's RPC would

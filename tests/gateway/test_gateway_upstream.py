@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import grpc
-import pytest
+import asyncio
+import logging
 
+import grpc
+import httpx
+import pytest
+from gateway_fakes import FakePlugin, response, run, serve_gateway
+
+from chunkwire.gateway import Gateway
 from chunkwire.gateway.upstream import Upstream, channel_options, is_loopback
 
 
@@ -104,3 +110,31 @@ def test_window_is_fixed_and_bounds_unread_responses():
 
     # Writes complete while their bytes fit the window (plus one in the transport).
     assert asyncio.run(main()) * 65536 <= 256 * 1024 + 2 * 65536
+
+
+def test_a_new_channel_asks_describe_once(caplog: pytest.LogCaptureFixture) -> None:
+    # The transport choice and the connection watch (identity log) share one answer.
+    async def ok(first, context, log):
+        await context.write(response(200, b"ok"))
+
+    async def main() -> int:
+        fake = FakePlugin({"/ok": ok})
+        fake.mux = True  # Describe is what is counted, on either fixture value
+        address = await fake.start()
+        try:
+            gateway = Gateway({"fake": address})
+            async with serve_gateway(gateway) as base, httpx.AsyncClient(base_url=base) as client:
+                for _ in range(3):
+                    assert (await client.get("/plugins/fake/ok")).text == "ok"
+                for _ in range(500):  # hang guard: the watch logs once the channel is up
+                    if any(" is 'fake' " in r.getMessage() for r in caplog.records):
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError("the connection watch never introduced the plugin")
+            return fake.log.describes
+        finally:
+            await fake.stop()
+
+    with caplog.at_level(logging.INFO, logger="chunkwire.gateway"):
+        assert run(main()) == 1

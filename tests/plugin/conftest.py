@@ -32,6 +32,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "async_timeout(seconds): limit for an async test")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The lane runs over unix sockets only: lane x tcp is not a combination.
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = params.params if params is not None else {}
+        if params.get("transport") == "lane" and params.get("listen") == "tcp":
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture
 def sock_dir():  # type: ignore[no-untyped-def]
     # tmp_path can exceed the 108-byte limit of a unix socket path.
@@ -43,9 +58,9 @@ def sock_dir():  # type: ignore[no-untyped-def]
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(params=["call", "mux"])
+@pytest.fixture(params=["call", "mux", "lane"])
 def transport(request: pytest.FixtureRequest) -> Iterator[str]:
-    """What PluginClient uses in ``plugin_helpers.serve``: server tests run on both."""
+    """What PluginClient uses in ``plugin_helpers.serve``: server tests run on each."""
     import plugin_helpers
 
     plugin_helpers.CLIENT_TRANSPORT = request.param

@@ -81,6 +81,14 @@ def make_plugin() -> Plugin:
         for block in blocks(int(request.query["n"]), seed=7):
             await response.write(block)
 
+    @plugin.route("/slow-read", methods=["POST"])
+    async def slow_read(request: Request, response: Response) -> None:
+        digest = hashlib.sha256()
+        async for chunk in request.body:
+            digest.update(chunk)
+            await asyncio.sleep(0.1)
+        await response.write(digest.hexdigest().encode())
+
     return plugin
 
 
@@ -175,8 +183,7 @@ async def test_read_timeouts(sock_dir: str) -> None:
                     await chunks.__anext__()
             # the channel still serves afterwards
             assert (await http.get("/info")).status_code == 200
-            await asyncio.sleep(0.2)
-        assert server.active_calls == 0
+        await _until(lambda: server.active_calls == 0)
 
 
 async def test_aborted_response_is_a_remote_protocol_error(sock_dir: str) -> None:
@@ -200,3 +207,120 @@ async def test_unreachable_plugin_is_a_connect_error(sock_dir: str) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://files") as http:
         with pytest.raises(httpx.ConnectError):
             await http.get("/info")
+
+
+# -- connect, write and pool timeouts ------------------------------------------------
+
+
+async def _endless_body(size: int = 64 * KiB):  # type: ignore[no-untyped-def]
+    rng = random.Random(11)
+    while True:
+        yield rng.randbytes(size)
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+async def test_a_peer_that_never_answers_the_connection_is_a_connect_timeout(
+    sock_dir: str, family: str
+) -> None:
+    import socket
+
+    # Listening but never accepting: the kernel completes the connection,
+    # nobody speaks HTTP/2 on it.
+    if family == "tcp":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+    else:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(f"{sock_dir}/mute.sock")
+        address = f"unix:{sock_dir}/mute.sock"
+    listener.listen(8)
+    try:
+        transport = AsyncPluginTransport(address)
+        timeout = httpx.Timeout(None, connect=0.5)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://files", timeout=timeout
+        ) as http:
+            with pytest.raises(httpx.ConnectTimeout):
+                await http.get("/info")
+            with pytest.raises(httpx.ConnectTimeout):
+                await http.post("/info", content=b"x" * 100)
+    finally:
+        listener.close()
+
+
+async def test_connect_timeout_does_not_touch_a_connected_plugin(sock_dir: str) -> None:
+    async with make_plugin().serving(f"unix:{sock_dir}/p.sock") as server:
+        transport = AsyncPluginTransport(server.address)
+        timeout = httpx.Timeout(30, connect=0.5)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://files", timeout=timeout
+        ) as http:
+            for i in range(3):
+                assert (await http.post("/info", content=b"n%d" % i)).json()["body"] == f"n{i}"
+
+
+async def test_a_handler_that_never_reads_is_a_write_timeout(sock_dir: str) -> None:
+    async with make_plugin().serving(f"unix:{sock_dir}/p.sock") as server:
+        transport = AsyncPluginTransport(server.address)
+        timeout = httpx.Timeout(None, write=0.5)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://files", timeout=timeout
+        ) as http:
+            # no head: the stall shows while waiting for it
+            with pytest.raises(httpx.WriteTimeout):
+                await http.post("/stall-head", content=_endless_body())
+            # a head, then the stall shows while the body is read
+            async with http.stream("POST", "/stall-body", content=_endless_body()) as resp:
+                assert resp.status_code == 200
+                chunks = resp.aiter_raw()
+                assert await chunks.__anext__() == b"first"
+                with pytest.raises(httpx.WriteTimeout):
+                    await chunks.__anext__()
+            # a single part far larger than the windows stalls the same way
+            with pytest.raises(httpx.WriteTimeout):
+                await http.post("/stall-head", content=os.urandom(8 * MiB))
+            # the channel still serves afterwards
+            assert (await http.get("/info")).status_code == 200
+        await _until(lambda: server.active_calls == 0)
+
+
+async def test_write_timeout_bounds_each_write_not_the_upload(sock_dir: str) -> None:
+    """The plugin takes a chunk every 0.1 s: the upload lasts several write timeouts."""
+    body = b"".join(blocks(40, seed=3))
+    async with make_plugin().serving(f"unix:{sock_dir}/p.sock") as server:
+        transport = AsyncPluginTransport(server.address)
+        timeout = httpx.Timeout(60, write=1.5)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://files", timeout=timeout
+        ) as http:
+            resp = await http.post("/slow-read", content=body)
+    assert resp.text == hashlib.sha256(body).hexdigest()
+
+
+async def test_max_connections_and_the_pool_timeout(sock_dir: str) -> None:
+    async with make_plugin().serving(f"unix:{sock_dir}/p.sock") as server:
+        transport = AsyncPluginTransport(server.address, limits=httpx.Limits(max_connections=1))
+        timeout = httpx.Timeout(30, pool=0.3)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://files", timeout=timeout
+        ) as http:
+            async with http.stream("GET", "/stall-body") as held:
+                assert held.status_code == 200
+                with pytest.raises(httpx.PoolTimeout):
+                    await http.get("/info")
+            # the slot is free again once the first response is closed
+            assert (await http.get("/info")).status_code == 200
+            # failures give their slot back too
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get("/stall-head", timeout=httpx.Timeout(30, read=0.2))
+            assert (await http.get("/info")).status_code == 200
+
+
+async def _until(predicate, limit: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    # A hang guard, not a timing assertion.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)

@@ -29,6 +29,10 @@ MALLOC_SLACK = 48 * 1024
 # control) when the client cancels; no plugin-side fix without a task per
 # write (see the servicer). Bounded here so a bigger leak still fails.
 KNOWN_LEAK_SLACK = 2 * 1024 * 1024
+OBJECT_SLACK = 16
+# A finished Task that grpc.aio's call object still references until its next
+# call was seen once (+1); a per-call leak of any named kind shows as CALLS.
+KIND_SLACK = 2
 
 
 async def _stats(client: PluginClient) -> dict:  # type: ignore[type-arg]
@@ -133,7 +137,14 @@ async def test_cancelled_calls_leave_nothing(
         await asyncio.sleep(0)
         assert len(asyncio.all_tasks()) <= client_tasks
     assert after["tasks"] == base["tasks"], (base, after)
-    assert after["objects"] == base["objects"], (base, after)
+    # All objects within a few one-time caches that a rare path fills on
+    # first use (seen: +2 after some runs, never more). A per-call leak shows
+    # as CALLS or more.
+    objects, base_objects = dict(after["objects"]), dict(base["objects"])
+    assert abs(objects.pop("all") - base_objects.pop("all")) <= OBJECT_SLACK, (base, after)
+    for kind in objects.keys() | base_objects.keys():
+        change = objects.get(kind, 0) - base_objects.get(kind, 0)
+        assert abs(change) <= KIND_SLACK, (kind, base, after)
     if base["malloc"] is not None:
         slack = KNOWN_LEAK_SLACK if scenario == "cancel-mid-write" else MALLOC_SLACK
         assert after["malloc"] - base["malloc"] < slack, (base, after)

@@ -19,6 +19,8 @@ class FrameKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FRAME_KIND_PING: _ClassVar[FrameKind]
     FRAME_KIND_PONG: _ClassVar[FrameKind]
     FRAME_KIND_GOAWAY: _ClassVar[FrameKind]
+    FRAME_KIND_RING: _ClassVar[FrameKind]
+    FRAME_KIND_RING_CREDIT: _ClassVar[FrameKind]
 FRAME_KIND_UNSPECIFIED: FrameKind
 FRAME_KIND_OPEN: FrameKind
 FRAME_KIND_DATA: FrameKind
@@ -29,13 +31,15 @@ FRAME_KIND_DELIVERED: FrameKind
 FRAME_KIND_PING: FrameKind
 FRAME_KIND_PONG: FrameKind
 FRAME_KIND_GOAWAY: FrameKind
+FRAME_KIND_RING: FrameKind
+FRAME_KIND_RING_CREDIT: FrameKind
 
 class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class PluginInfo(_message.Message):
-    __slots__ = ("name", "version", "transports", "max_chunk_size", "max_init_size", "max_header_count", "chunk_size")
+    __slots__ = ("name", "version", "transports", "max_chunk_size", "max_init_size", "max_header_count", "chunk_size", "lane_socket")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TRANSPORTS_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +47,7 @@ class PluginInfo(_message.Message):
     MAX_INIT_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_HEADER_COUNT_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LANE_SOCKET_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     transports: _containers.RepeatedScalarFieldContainer[str]
@@ -50,7 +55,8 @@ class PluginInfo(_message.Message):
     max_init_size: int
     max_header_count: int
     chunk_size: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., transports: _Optional[_Iterable[str]] = ..., max_chunk_size: _Optional[int] = ..., max_init_size: _Optional[int] = ..., max_header_count: _Optional[int] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+    lane_socket: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., transports: _Optional[_Iterable[str]] = ..., max_chunk_size: _Optional[int] = ..., max_init_size: _Optional[int] = ..., max_header_count: _Optional[int] = ..., chunk_size: _Optional[int] = ..., lane_socket: _Optional[str] = ...) -> None: ...
 
 class MuxFrame(_message.Message):
     __slots__ = ("stream_id", "kind", "value", "payload")

@@ -60,9 +60,7 @@ class InMemoryBroker:
         self._fanout.close_all()
 
     async def publish(self, events: Sequence[Event]) -> None:
-        deliver = self._fanout.deliver
-        for event in events:
-            deliver(event)
+        self._fanout.deliver_all(events)
         self.stats.published += len(events)
 
     async def subscribe(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .._core import encode_sse
@@ -48,27 +48,26 @@ class BrokerStats:
 class Subscription:
     """A subscriber's bounded queue of framed events (``take()`` empties it)."""
 
-    __slots__ = ("_fanout", "_queue", "_waiter", "closed", "dropped", "maxlen", "topics")
+    __slots__ = ("_fanout", "_queue", "_timer", "_waiter", "closed", "dropped", "maxlen", "topics")
 
     def __init__(self, fanout: Fanout, topics: tuple[str, ...], maxlen: int) -> None:
         self._fanout = fanout
         self.topics = topics
         self.maxlen = maxlen
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes] = deque(maxlen=maxlen)
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.dropped = 0
         self.closed = False
 
-    def _put(self, frame: bytes) -> None:
+    def _put(self, frames: list[bytes]) -> None:
         queue = self._queue
-        if len(queue) >= self.maxlen:
-            queue.popleft()
-            self.dropped += 1
-            self._fanout.stats.dropped += 1
-        queue.append(frame)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        over = len(queue) + len(frames) - self.maxlen
+        if over > 0:  # the deque drops the oldest itself
+            self.dropped += over
+            self._fanout.stats.dropped += over
+        queue.extend(frames)
+        self.wake()
 
     def take(self) -> tuple[list[bytes], int]:
         """Queued frames, oldest first, and how many were dropped before them."""
@@ -86,12 +85,29 @@ class Subscription:
             return
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _wake, waiter)
+        # One timer per deadline, not one per wait: a stream waits after every
+        # write, and its deadlines only move later. A timer that fires early
+        # costs one extra wake-up.
+        when = loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > when:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(when, self._on_timer)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.wake()
+
+    def wake(self) -> None:
+        """Make a pending ``wait()`` return now."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self) -> None:
         """Stop receiving; the broker forgets the subscriber at once."""
@@ -99,15 +115,11 @@ class Subscription:
             return
         self.closed = True
         self._queue.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._fanout._remove(self)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+        self.wake()
 
 
 class _Topic:
@@ -148,6 +160,27 @@ class Fanout:
 
     def deliver(self, event: Event) -> Event:
         """Give ``event`` the topic's next seq, frame it, queue it for every subscriber."""
+        event, frame, state = self._sequence(event)
+        for subscriber in state.subscribers:
+            subscriber._put([frame])
+        return event
+
+    def deliver_all(self, events: Sequence[Event]) -> None:
+        """``deliver`` each event, in order; a subscriber gets each run of events
+        on one topic in one go (one wake-up, not one per event)."""
+        run: list[bytes] = []
+        run_state: _Topic | None = None
+        for event in events:
+            _, frame, state = self._sequence(event)
+            if state is not run_state:
+                if run_state is not None:
+                    _put_run(run_state, run)
+                run, run_state = [], state
+            run.append(frame)
+        if run_state is not None:
+            _put_run(run_state, run)
+
+    def _sequence(self, event: Event) -> tuple[Event, bytes, _Topic]:
         topics = self._topics
         state = topics.get(event.topic)
         if state is None:
@@ -167,9 +200,7 @@ class Fanout:
                 self._replay_total -= len(replay.popleft()[1]) + _ENTRY_OVERHEAD
             if self._replay_total > self.replay_bytes:
                 self._trim_replay()
-        for subscriber in state.subscribers:
-            subscriber._put(frame)
-        return event
+        return event, frame, state
 
     def subscribe(
         self, topics: Iterable[str], last_event_id: int | None = None
@@ -201,9 +232,7 @@ class Fanout:
         if oldest > last_event_id + 1:
             missed = oldest - last_event_id - 1
         sub.dropped += missed
-        for seq, frame in state.replay:
-            if seq > last_event_id:
-                sub._put(frame)
+        sub._put([frame for seq, frame in state.replay if seq > last_event_id])
 
     def _remove(self, sub: Subscription) -> None:
         self.stats.subscribers -= 1
@@ -242,3 +271,8 @@ class Fanout:
         for name in [n for n, s in topics.items() if not s.subscribers][:excess]:
             state = topics.pop(name)
             self._replay_total -= sum(len(f) + _ENTRY_OVERHEAD for _, f in state.replay)
+
+
+def _put_run(state: _Topic, frames: list[bytes]) -> None:
+    for subscriber in state.subscribers:
+        subscriber._put(frames)

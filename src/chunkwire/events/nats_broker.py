@@ -169,9 +169,7 @@ class NatsBroker:
     # -- publish ---------------------------------------------------------------
 
     async def publish(self, events: Sequence[Event]) -> None:
-        deliver = self._fanout.deliver
-        for event in events:
-            deliver(event)
+        self._fanout.deliver_all(events)
         self.stats.published += len(events)
         nc = self._nc
         if nc is None or not nc.is_connected:

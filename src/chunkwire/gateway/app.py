@@ -197,8 +197,10 @@ class Gateway:
     Prometheus metrics from a registry of this gateway's own.
 
     ``transport``: "auto" (default) asks each plugin's Describe once and uses
-    the multiplexed Connect call when offered, one ServeHTTP call per request
-    otherwise; "mux" or "call" force one. ``mattermost`` plugins always get
+    the same-host lane for a plugin on a unix socket that offers it, else the
+    multiplexed Connect call when offered, else one ServeHTTP call per
+    request; "lane", "mux" or "call" force one ("lane" on a TCP plugin
+    address is a ValueError). ``mattermost`` plugins always get
     the call transport. ``mux_connections``: Connect calls per plugin.
     """
 
@@ -351,6 +353,11 @@ class Gateway:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def end_event_streams(self) -> None:
+        """End every SSE stream cleanly; call it when the server starts to stop,
+        before it waits for open connections (the CLI does)."""
+        self._sse.end_all()
 
     @property
     def events_address(self) -> str | None:

@@ -353,13 +353,33 @@ class Forward:
         self._recv_task = task
         return task
 
+    async def _send_bodiless(self) -> None:
+        # No body to pump: the init and body_complete leave as one message,
+        # written here rather than in a task of their own (on mux the write
+        # returns at once); only the disconnect watch needs a task.
+        self._body_done = True
+        self._arm_response_timer()
+        watch = self._loop.create_task(self._watch_disconnect())
+        self._recv_task = watch
+        try:
+            await self._write(_COMPLETE)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
+            # As from a failed pump: the response side reports what happened.
+            log.debug("request write failed: %r", error)
+
+    async def _watch_disconnect(self) -> None:
+        try:
+            while not self._response_done and self._reason is None:
+                message = await self._receive()
+                if message.get("type") == "http.disconnect":
+                    if not self._response_done:
+                        self._abort("disconnect")
+                    return
+        except Exception as error:
+            log.debug("watching the client failed: %r", error)
+
     async def _pump(self) -> None:
-        if self._write_first:
-            self._body_done = True
-            self._arm_response_timer()
-            if not await self._write(_COMPLETE):
-                return
-        elif self._expect:
+        if self._expect:
             if not await self._write(b""):
                 return
             self._arm_response_timer()
@@ -473,10 +493,14 @@ class Forward:
     # -- response side ----------------------------------------------------------
 
     async def run(self) -> None:
-        pump = self._loop.create_task(self._pump())
         if self._idle_timeout is not None:
             self._watchdog = self._loop.call_later(self._idle_timeout, self._check_idle)
+        pump: asyncio.Task[None] | None = None
         try:
+            if self._write_first:
+                await self._send_bodiless()
+            else:
+                pump = self._loop.create_task(self._pump())
             await self._relay()
         finally:
             self._response_done = True
@@ -491,8 +515,10 @@ class Forward:
         if self._linger:
             await linger(self._receive, self._send)
 
-    async def _stop_pump(self, pump: asyncio.Task[None]) -> None:
-        if not pump.done():
+    async def _stop_pump(self, pump: asyncio.Task[None] | None) -> None:
+        if pump is None:
+            pass  # a bodiless request: only its disconnect watch is left
+        elif not pump.done():
             recv = self._recv_task
             if recv is not None and not recv.done():
                 # Waiting on the client only; no gRPC operation is interrupted.
@@ -520,6 +546,11 @@ class Forward:
 
     async def _relay(self) -> None:
         stats = self._stats
+        # A mux stream says whether its next message is here already: body
+        # frames that arrived together (a batch) then leave in one send, one
+        # write to the client instead of one per chunk. Nothing waits for them.
+        ready = getattr(self._call, "ready", None)
+        held: list[memoryview] = []
         while True:
             try:
                 message = await self._read()
@@ -540,6 +571,7 @@ class Forward:
             try:
                 frame = decode_response_frame(message)
             except FrameError as error:
+                await self._send_held(held)
                 await self._broken(f"malformed frame: {error}")
                 return
             body = frame.body
@@ -550,6 +582,7 @@ class Forward:
                 if not await self._start(frame.init, body, frame.complete):
                     return
             elif frame.init is not None:
+                await self._send_held(held)
                 await self._broken("response init repeated in a later frame")
                 return
             stats["response_messages"] += 1
@@ -561,15 +594,21 @@ class Forward:
             remaining = self._remaining
             if remaining is not None:
                 if size > remaining:
+                    await self._send_held(held)
                     await self._broken("more body bytes than its Content-Length")
                     return
                 remaining -= size
                 self._remaining = remaining
                 if frame.complete and remaining:
+                    await self._send_held(held)
                     await self._broken(f"body ended {remaining} bytes short of its Content-Length")
                     return
             if frame.complete:
                 self._response_done = True
+                if held:
+                    held.append(body)
+                    body = b"".join(held)  # type: ignore[assignment]
+                    held.clear()
                 if not self._body_done and self._sized and not self._body_refused():
                     # Finished after the request body was cut short: run() lingers
                     # (the empty final send carries no byte of the response).
@@ -585,14 +624,25 @@ class Forward:
                 return
             if size:
                 self._empty_run = 0
-                await self._send({"type": "http.response.body", "body": body, "more_body": True})
+                held.append(body)
+                if frame.flush or ready is None or not ready():
+                    await self._send_held(held)
             elif frame.flush:
                 self._empty_run = 0
+                await self._send_held(held)
             else:
+                await self._send_held(held)
                 self._empty_run += 1
                 if self._empty_run > self._max_empty:
                     await self._broken(f"{self._empty_run} empty frames in a row")
                     return
+
+    async def _send_held(self, held: list[memoryview]) -> None:
+        if not held:
+            return
+        body = held[0] if len(held) == 1 else b"".join(held)
+        held.clear()
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def _discard(self, body: memoryview, complete: bool) -> bool:
         # The client already has the whole (bodiless) answer: drop what the
@@ -671,6 +721,8 @@ class Forward:
                     asyncio.InvalidStateError, asyncio.CancelledError, grpc.aio.AioRpcError
                 ):
                     await call.done_writing()
+            if call.done():
+                return  # a mux stream ends with its DELIVERED: no status to collect
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                 await call.read()
         finally:

@@ -10,7 +10,9 @@ A stream sends what its subscription holds, every queued event in one
 write, and a ``: keep-alive`` comment after ``keepalive`` seconds without
 any write; it ends cleanly after ``timeout`` seconds without an event, and
 at once when the client goes away (a task waiting on ``receive()`` closes
-the subscription).
+the subscription). ``end_all()`` (the gateway stopping) ends every stream
+cleanly once it has written what it holds; streams that start later end at
+once.
 """
 
 from __future__ import annotations
@@ -84,6 +86,14 @@ class EventStreams:
         self.keepalive = keepalive
         self.timeout = timeout
         self.stats = SSEStats()
+        self._active: set[Subscription] = set()
+        self._ending = False
+
+    def end_all(self) -> None:
+        """End every stream cleanly (a complete response), now and from now on."""
+        self._ending = True
+        for sub in self._active:
+            sub.wake()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Segments of the raw path, so an encoded "/" stays inside the topic (and fails it).
@@ -160,6 +170,7 @@ class EventStreams:
     async def _stream(self, sub: Subscription, receive: Receive, send: Send) -> None:
         stats = self.stats
         stats.streams += 1
+        self._active.add(sub)
         watcher = asyncio.ensure_future(_watch_disconnect(receive, sub))
         loop = asyncio.get_running_loop()
         keepalive = self.keepalive
@@ -184,6 +195,8 @@ class EventStreams:
                     if count and timeout is not None:
                         idle_deadline = now + timeout
                     continue
+                if self._ending:
+                    break
                 now = loop.time()
                 if idle_deadline is not None and now >= idle_deadline:
                     break
@@ -197,6 +210,7 @@ class EventStreams:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             stats.streams -= 1
+            self._active.discard(sub)
             sub.close()
             watcher.cancel()
 

@@ -94,8 +94,10 @@ class Plugin:
     parsed; a peer past a limit gets INVALID_ARGUMENT (a chunkwire gateway
     never gets there: it answers 431 for more than 64 KiB of headers).
     ``transports`` lists what the plugin offers to gateways and clients:
-    "call" (one ServeHTTP call per request, always served) and "mux" (many
-    requests on one Connect call, docs/protocol.md).
+    "call" (one ServeHTTP call per request, always served), "mux" (many
+    requests on one Connect call, docs/protocol.md) and "lane" (the mux's
+    frames on a unix socket next to the plugin's own, for same-host
+    gateways; only when listening on a unix socket).
     """
 
     def __init__(
@@ -109,7 +111,7 @@ class Plugin:
         max_chunk_size: int | None = None,
         max_init_size: int = DEFAULT_MAX_INIT_SIZE,
         max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
-        transports: Iterable[str] = ("call", "mux"),
+        transports: Iterable[str] = ("call", "mux", "lane"),
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -133,9 +135,13 @@ class Plugin:
         self.max_init_size = max_init_size
         self.max_header_count = max_header_count
         transports = tuple(transports)
-        unknown = set(transports) - {"call", "mux"}
-        if unknown or "call" not in transports:
-            raise ValueError(f"transports must include 'call' and may add 'mux', got {transports}")
+        unknown = set(transports) - {"call", "mux", "lane"}
+        lane_alone = "lane" in transports and "mux" not in transports
+        if unknown or "call" not in transports or lane_alone:
+            raise ValueError(
+                "transports must include 'call' and may add 'mux', and 'lane' with 'mux', "
+                f"got {transports}"
+            )
         self.transports = transports
         self.high_water_mark = high_water_mark
         self.finish_timeout = finish_timeout

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from .._core import FrameError, decode_batch, decode_request_frame, decode_response_frame
 from .._proto import http_pb2
 from .._wire import flow_window
-from ..errors import BodyTooLarge, ClientDisconnected, ProtocolError, ResponseAborted
+from ..errors import ClientDisconnected, ProtocolError
 from ..transport.mux import (
     Connection,
     CreditAvailable,
@@ -33,10 +33,17 @@ from ..transport.mux import (
     StreamOpened,
     StreamReset,
 )
-from ..transport.sender import BatchSender
+from ..transport.sender import BatchSender, ResponseBody
+from .handling import (
+    aborted_reason,
+    answer_failure,
+    checked_init,
+    expects_continue,
+    failed_mid_response,
+    run_handler,
+)
 from .request import Request, RequestBody
 from .response import Response
-from .servicer import _checked_init, _expects_continue, _simple
 
 if TYPE_CHECKING:
     from .app import Plugin
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("chunkwire.plugin")
 
 _EOF = object()  # the request messages of a closed stream have ended
+_CLOSED = object()  # the gateway ended the connection
 
 
 class _Stream:
@@ -143,9 +151,8 @@ class _Stream:
             finally:
                 self._waiter = None
 
-    async def write(self, frame: bytes) -> None:
-        conn = self._conn
-        proto = conn.proto
+    async def _wait_credit(self) -> None:
+        proto = self._conn.proto
         sid = self.stream_id
         while not proto.can_send(sid):
             state = proto.streams.get(sid)
@@ -156,9 +163,20 @@ class _Stream:
                 await self._credit
             finally:
                 self._credit = None
+
+    async def write(self, frame: bytes) -> None:
+        await self._wait_credit()
         complete = decode_response_frame(frame).complete
-        proto.send_data(sid, frame, end=complete)
-        conn.sender.kick()
+        self._conn.proto.send_data(self.stream_id, frame, end=complete)
+        self._conn.sender.kick()
+
+    async def write_body(self, body: memoryview, complete: bool, flush: bool) -> None:
+        """A body frame the batch encodes from ``body`` itself (Response's ``send_body``)."""
+        await self._wait_credit()
+        self._conn.proto.send_data(
+            self.stream_id, ResponseBody(body, complete, flush), end=complete
+        )
+        self._conn.sender.kick()
 
     async def ask_for_body(self) -> None:
         response = self.response
@@ -175,7 +193,16 @@ class _PluginConnection:
         self.plugin = servicer.plugin
         self.context = context
         self.proto = Connection(opener=False, window=flow_window(self.plugin.chunk_size))
-        self.sender = BatchSender(self.proto, context.write)
+        # A same-host lane's context (transport/lane.py) brings its own sender and decoder.
+        make_sender = getattr(context, "sender", None)
+        if make_sender is None:
+            self.sender = BatchSender(self.proto, context.write)
+        else:
+            self.sender = make_sender(self.proto)
+        # Response bodies left for the batch to encode (ResponseBody): only
+        # BatchSender's own loop takes them; a lane's sender takes frames.
+        self.encodes_bodies = make_sender is None
+        self._decode = getattr(context, "decode", decode_batch)
         self.streams: dict[int, _Stream] = {}
 
     def consumed(self, stream_id: int, size: int) -> None:
@@ -189,22 +216,18 @@ class _PluginConnection:
         reason = "the gateway closed the connection"
         try:
             while True:
-                data = await self.context.read()
-                if data is grpc.aio.EOF:
+                # The batch is applied in a call of its own: nothing here
+                # holds it (or its frames) while the next read waits.
+                error = self._apply(await self.context.read())
+                if error is _CLOSED:
                     break
-                try:
-                    events = self.proto.receive(decode_batch(data))
-                except (FrameError, MuxError) as exc:
-                    what = "malformed batch: " if isinstance(exc, FrameError) else ""
-                    reason = f"connection failed: {what}{exc}"
-                    log.warning("multiplexed connection failed: %s%s", what, exc)
+                if error is not None:
+                    what = "malformed batch: " if isinstance(error, FrameError) else ""
+                    reason = f"connection failed: {what}{error}"
+                    log.warning("multiplexed connection failed: %s%s", what, error)
                     await self._end(reason)
                     await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:200])
                     return
-                for event in events:
-                    self._dispatch(event)
-                if self.proto.has_frames:
-                    self.sender.kick()
                 if self.sender.done and self.sender.failed is not None:
                     reason = "the connection broke"
                     break
@@ -214,6 +237,20 @@ class _PluginConnection:
         except Exception as exc:
             reason = f"the connection broke: {exc!r}"
         await self._end(reason)
+
+    def _apply(self, data: Any) -> object:
+        """One received batch: None, _CLOSED at the end, or the error that fails the connection."""
+        if data is grpc.aio.EOF:
+            return _CLOSED
+        try:
+            events = self.proto.receive(self._decode(data))
+        except (FrameError, MuxError) as exc:
+            return exc
+        for event in events:
+            self._dispatch(event)
+        if self.proto.has_frames:
+            self.sender.kick()
+        return None
 
     async def _end(self, reason: str) -> None:
         for event in self.proto.lost(reason):
@@ -270,7 +307,7 @@ class _PluginConnection:
     def _open(self, stream_id: int, payload: memoryview, end: bool) -> None:
         try:
             frame = decode_request_frame(payload)
-            init = _checked_init(self.plugin, frame)
+            init = checked_init(self.plugin, frame)
             if frame.complete != end:
                 raise ProtocolError("body_complete and the END flag disagree")
         except (FrameError, DecodeError, ProtocolError) as exc:
@@ -291,11 +328,16 @@ class _PluginConnection:
         complete: bool,
     ) -> None:
         plugin = self.plugin
-        response = Response(stream.write, plugin.chunk_size, high_water_mark=plugin.high_water_mark)
+        response = Response(
+            stream.write,
+            plugin.chunk_size,
+            high_water_mark=plugin.high_water_mark,
+            send_body=stream.write_body if self.encodes_bodies else None,
+        )
         stream.response = response
         response._delivery_hook = functools.partial(self._watch_delivery, response)
         content_length = init.content_length if init.content_length >= 0 else None
-        ask = stream.ask_for_body if _expects_continue(init) else None
+        ask = stream.ask_for_body if expects_continue(init) else None
         body = RequestBody(
             first,
             complete,
@@ -335,25 +377,11 @@ class _PluginConnection:
         future.add_done_callback(lambda _: timer.cancel())
 
     async def _respond(self, stream: _Stream, request: Request, response: Response) -> None:
-        if request._path_error is not None:
-            await _simple(response, 400, f"Bad Request: {request._path_error}\n")
+        ran, error = await run_handler(self.plugin, request, response)
+        if not ran:
             return
-        handler, params, allowed = self.plugin.match(request.method, request.path)
-        if handler is None:
-            if allowed:
-                await _simple(
-                    response, 405, "Method Not Allowed\n", [("Allow", ", ".join(allowed))]
-                )
-            else:
-                await _simple(response, 404, "Not Found\n")
-            return
-        request.path_params = params
-        try:
-            await handler(request, response)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._failed(stream, request, response, exc)
+        if error is not None:
+            await self._failed(stream, request, response, error)
             return
         if stream.stream_id not in self.proto.streams:
             return  # reset meanwhile (a handler that swallowed the cancellation)
@@ -370,10 +398,7 @@ class _PluginConnection:
         stream.closed(ClientDisconnected(reason))
 
     def _reset_aborted(self, stream: _Stream, response: Response) -> None:
-        error = response._aborted
-        cause = error.__cause__ if error is not None else None
-        detail = f"{type(cause).__name__}: {cause}" if cause is not None else "by the handler"
-        self._reset(stream, ResetCode.ABORTED, f"response aborted {detail}"[:200])
+        self._reset(stream, ResetCode.ABORTED, aborted_reason(response))
 
     async def _failed(
         self, stream: _Stream, request: Request, response: Response, exc: Exception
@@ -384,23 +409,10 @@ class _PluginConnection:
             self._reset_aborted(stream, response)
             return
         if response.headers_sent:
-            log.error(
-                "handler for %s %s failed after the response started",
-                request.method,
-                request.path,
-                exc_info=exc,
-            )
-            response._resolve(ResponseAborted(f"handler failed: {exc!r}"))
-            self._reset(stream, ResetCode.INTERNAL, f"handler failed: {type(exc).__name__}")
+            reason = failed_mid_response(request, response, exc)
+            self._reset(stream, ResetCode.INTERNAL, reason)
             return
-        response._discard()
-        if isinstance(exc, BodyTooLarge):
-            await _simple(response, 413, "Payload Too Large\n")
-        elif isinstance(exc, ProtocolError):
-            await _simple(response, 400, f"Bad Request: {exc}\n")
-        else:
-            log.error("handler for %s %s failed", request.method, request.path, exc_info=exc)
-            await _simple(response, 500, "Internal Server Error\n")
+        await answer_failure(request, response, exc)
 
 
 class MuxServicer:

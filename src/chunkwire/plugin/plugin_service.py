@@ -21,8 +21,11 @@ if TYPE_CHECKING:
     from .app import Plugin
 
 
-def plugin_info(plugin: Plugin, transports: list[str]) -> plugin_pb2.PluginInfo:
+def plugin_info(
+    plugin: Plugin, transports: list[str], lane_socket: str = ""
+) -> plugin_pb2.PluginInfo:
     return plugin_pb2.PluginInfo(
+        lane_socket=lane_socket,
         name=plugin.name,
         version=__version__,
         transports=transports,
@@ -39,6 +42,7 @@ class PluginServiceHandler(grpc.GenericRpcHandler):
     def __init__(self, plugin: Plugin) -> None:
         self.plugin = plugin
         self.transports = ["call"]
+        self.lane_socket = ""  # set when the plugin serves a same-host lane
         self.methods: dict[str, grpc.RpcMethodHandler] = {
             "Describe": grpc.unary_unary_rpc_method_handler(
                 self._describe,
@@ -48,7 +52,7 @@ class PluginServiceHandler(grpc.GenericRpcHandler):
         }
 
     async def _describe(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return plugin_info(self.plugin, self.transports)
+        return plugin_info(self.plugin, self.transports, self.lane_socket)
 
     def add(self, name: str, handler: grpc.RpcMethodHandler) -> None:
         self.methods[name] = handler

@@ -32,9 +32,12 @@ class RequestBody:
 
     ``async for chunk in request.body`` yields non-empty chunks as they
     arrive, each at most the sender's chunk_size. Chunks are read-only
-    ``memoryview`` objects over the received gRPC message (no copy); they stay
-    valid after iteration moves on. Use ``bytes(chunk)`` where bytes are
-    needed. ``read(n)`` and ``read_all()`` return ``bytes``; ``readinto(buf)``
+    ``memoryview`` objects over the received message (no copy); they stay
+    valid after iteration moves on, on every transport: the same-host lane
+    copies each chunk out of its shared-memory ring, and returns the space,
+    before the handler sees it, so no chunk can change or be released under
+    a handler that keeps it. Use ``bytes(chunk)`` where bytes are needed.
+    ``read(n)`` and ``read_all()`` return ``bytes``; ``readinto(buf)``
     copies straight from the received message into ``buf``. All of them can
     be mixed; each byte is delivered once.
 

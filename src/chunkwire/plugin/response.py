@@ -30,6 +30,9 @@ from .._wire import headers_to_proto
 from ..errors import ClientDisconnected, HeadersAlreadySent, ResponseAborted
 
 SendMessage = Callable[[bytes], Any]
+# (body, complete, flush): one body message the transport encodes itself,
+# straight from ``body`` (immutable bytes, never copied here).
+SendBody = Callable[[memoryview, bool, bool], Any]
 
 DEFAULT_HIGH_WATER_MARK = 65536
 
@@ -55,6 +58,17 @@ def _byte_view(data: Any) -> memoryview:
             raise BufferError("response.write() needs a C-contiguous buffer")
         view = view.cast("B")
     return view
+
+
+class _Body:
+    """A body frame left for the transport to encode (see ``send_body``)."""
+
+    __slots__ = ("body", "complete", "flush")
+
+    def __init__(self, body: memoryview, complete: bool, flush: bool) -> None:
+        self.body = body
+        self.complete = complete
+        self.flush = flush
 
 
 def _immutable(view: memoryview) -> bool:
@@ -142,6 +156,7 @@ class Response:
         "_pumping",
         "_ring",
         "_send",
+        "_send_body",
         "_sent",
         "_status",
         "_task",
@@ -157,8 +172,10 @@ class Response:
         capacity: int | None = None,
         *,
         high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
+        send_body: SendBody | None = None,
     ) -> None:
         self._send = send
+        self._send_body = send_body
         self._chunk_size = chunk_size
         # Two chunks: one filling, one ready; the overflow holds the rest.
         self._ring = Chunker(chunk_size, capacity if capacity is not None else 2 * chunk_size)
@@ -397,7 +414,7 @@ class Response:
 
     # -- cutting frames ----------------------------------------------------------
 
-    def _next_frame(self, final: bool) -> tuple[bytes, int, bool] | None:
+    def _next_frame(self, final: bool) -> tuple[bytes | _Body, int, bool] | None:
         """(frame, body bytes, complete) for the next ready frame, or None.
 
         Ready: a full chunk, the bytes up to a flush boundary, or with
@@ -440,9 +457,12 @@ class Response:
                 else:
                     self._head_off = end
                 self._overflow_bytes -= chunk
-                frame = encode_response_frame(
-                    memoryview(item)[off:end], complete=complete, flush=flush
-                )
+                body = memoryview(item)[off:end]
+                if self._send_body is not None and self._sent and _immutable(body):
+                    # Bytes nobody can change: the transport encodes them
+                    # into its batch directly (one copy fewer).
+                    return _Body(body, complete, flush), chunk, complete
+                frame = encode_response_frame(body, complete=complete, flush=flush)
                 return frame, chunk, complete
             n = min(avail, chunk - before, ring.free)
             ring.write(memoryview(item)[off : off + n])
@@ -488,15 +508,20 @@ class Response:
         self._waiters.append(waiter)
         await waiter
 
-    async def _emit(self, frame: bytes, size: int, complete: bool) -> None:
+    async def _emit(self, frame: bytes | _Body, size: int, complete: bool) -> None:
         if not self._sent:
             self._lock()
+            assert type(frame) is bytes
             frame = self._init_message() + frame
             self._sent = True
         self._inflight = size
         self.frames_sent += 1
         try:
-            await self._send(frame)
+            if type(frame) is _Body:
+                assert self._send_body is not None
+                await self._send_body(frame.body, frame.complete, frame.flush)
+            else:
+                await self._send(frame)
         except ClientDisconnected as exc:
             # Kept without its traceback: that holds this frame (and the
             # message) in a cycle with the response until a gc pass.

@@ -12,6 +12,9 @@ import grpc
 
 from .._sockets import add_private_unix_port, remove_unix_socket
 from .._wire import flow_window, grpc_target
+from ..transport.lane import lane_socket_path
+from ..transport.sender import BATCH_LIMIT
+from .lane import LaneListener
 from .mux import serve_mux
 from .plugin_service import PluginServiceHandler
 from .servicer import ServeHTTPGenericHandler
@@ -58,6 +61,7 @@ class PluginServer:
         self._handler = ServeHTTPGenericHandler(plugin)
         self.service = PluginServiceHandler(plugin)
         self.mux = serve_mux(self.service, plugin)
+        self.lane: LaneListener | None = None
         self._stopped = False
 
     @property
@@ -80,6 +84,8 @@ class PluginServer:
             self._socket_ino = add_private_unix_port(server, path)
             self.unix_path = path
             self.address = f"unix:{path}"
+            if "lane" in self.plugin.transports:
+                await self._start_lane(lane_socket_path(path))
         else:
             try:
                 port = server.add_insecure_port(self._target)
@@ -94,6 +100,24 @@ class PluginServer:
         await server.start()
         log.info("plugin %r serving on %s", self.plugin.name, self.address)
 
+    async def _start_lane(self, path: str) -> None:
+        if len(os.fsencode(path)) >= 108:  # sun_path
+            log.warning("plugin %r: no lane: %s is too long for a socket", self.plugin.name, path)
+            return
+        plugin = self.plugin
+        record = max(BATCH_LIMIT, plugin.max_chunk_size + plugin.max_init_size) + 2 * _FRAMING
+        lane = LaneListener(path, lambda context: self.mux.connect(None, context), record)
+        await lane.start()
+        self.lane = lane
+        self.service.transports.append("lane")
+        self.service.lane_socket = path
+
+    def _lane_busy(self) -> bool:
+        lane = self.lane
+        return lane is not None and any(
+            c.streams for c in self.mux.connections if c.context in lane.contexts
+        )
+
     async def wait_closed(self) -> None:
         assert self._server is not None
         await self._server.wait_for_termination()
@@ -106,7 +130,12 @@ class PluginServer:
         # Multiplexed connections take no new streams either (GOAWAY).
         self.mux.go_away()
         try:
-            await self._server.stop(grace)
+            if self.lane is not None:
+                await asyncio.gather(
+                    self._server.stop(grace), self.lane.close(grace, self._lane_busy)
+                )
+            else:
+                await self._server.stop(grace)
         finally:
             self._remove_socket()
 

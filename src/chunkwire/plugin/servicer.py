@@ -5,15 +5,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from .._core import FrameError, decode_request_frame
-from .._proto import http_pb2
 from .._wire import MATTERMOST_SERVE_HTTP_METHOD, SERVE_HTTP_METHOD
-from ..errors import BodyTooLarge, ClientDisconnected, ProtocolError, ResponseAborted
+from ..errors import ClientDisconnected, ProtocolError, ResponseAborted
+from .handling import (
+    CallIO,
+    CallServicer,
+    aborted_reason,
+    answer_failure,
+    checked_init,
+    expects_continue,
+    failed_mid_response,
+    first_message,
+    retrieve,
+    run_handler,
+    simple,
+)
 from .request import Request, RequestBody
 from .response import Response
 
@@ -36,63 +48,11 @@ _DELIVERY_GRACE = 0.05
 CONTINUE_METADATA = (("chunkwire-continue", "1"),)
 
 
-class _CallIO:
-    """context.read/write; a failed call turns into ClientDisconnected.
-
-    Writes are awaited directly. When the client cancels while a write waits
-    on flow control, grpc.aio leaks that batch's native op array (~270 bytes,
-    grpc#43360). Shielding each write in its own task cut that to ~55 bytes
-    but cost a task and a loop turn per frame (64 KiB downloads ran 35-60%
-    slower), so writes stay direct. After one failure no further operation
-    reaches gRPC (each failed batch leaks too).
-    """
-
-    __slots__ = ("_context", "gone")
-
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
-        self._context = context
-        self.gone = False
-
-    async def read(self) -> Any:
-        if self.gone:
-            raise ClientDisconnected("the ServeHTTP call ended")
-        try:
-            return await self._context.read()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.gone = True
-            raise ClientDisconnected("the ServeHTTP call ended") from exc
-
-    async def write(self, message: bytes) -> None:
-        if self.gone:
-            raise ClientDisconnected("the ServeHTTP call ended")
-        try:
-            await self._context.write(message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # A failed write means the call is over: for the handler, the
-            # client is gone.
-            self.gone = True
-            raise ClientDisconnected("the client went away; the response cannot be sent") from exc
-
-
 def _cancel_requested() -> bool:
     # A handler may swallow CancelledError; the task still remembers the request.
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
     return bool(cancelling and cancelling())
-
-
-async def _simple(response: Response, status: int, text: str, headers: Any = ()) -> None:
-    response.status = status
-    response.headers.clear()
-    response.headers.extend(headers)
-    response.headers["Content-Type"] = "text/plain; charset=utf-8"
-    body = text.encode()
-    response.headers["Content-Length"] = str(len(body))
-    await response.end(body)
 
 
 class _Delivery:
@@ -108,7 +68,7 @@ class _Delivery:
 
     __slots__ = ("_inline", "_io", "_response", "_rpc_task", "_task", "_timeout", "_timer")
 
-    def __init__(self, io: _CallIO, response: Response, timeout: float) -> None:
+    def __init__(self, io: CallIO, response: Response, timeout: float) -> None:
         self._io = io
         self._rpc_task = asyncio.current_task()
         self._response = response
@@ -123,7 +83,7 @@ class _Delivery:
             return
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._drain())
-        self._task.add_done_callback(_retrieve)
+        self._task.add_done_callback(retrieve)
         self._timer = loop.call_later(self._timeout, self._timed_out)
         self._response._finished_future().add_done_callback(self._settled)
 
@@ -206,12 +166,7 @@ class _Delivery:
         return future.exception()
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-class ServeHTTPServicer:
+class ServeHTTPServicer(CallServicer):
     """Runs the plugin's handler for each ServeHTTP call.
 
     Wire messages are raw bytes (identity serializers); the core codec reads
@@ -221,35 +176,18 @@ class ServeHTTPServicer:
     ``finish_timeout``.
     """
 
-    def __init__(self, plugin: Plugin) -> None:
-        self.plugin = plugin
-        self.active = 0
-
-    async def serve_http(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-        self.active += 1
-        try:
-            await self._serve(context)
-        finally:
-            self.active -= 1
-
     async def _serve(self, context: grpc.aio.ServicerContext) -> None:
-        io = _CallIO(context)
-        try:
-            first = await io.read()
-        except ClientDisconnected:
-            raise asyncio.CancelledError from None
-        if first is grpc.aio.EOF:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty ServeHTTP stream")
+        io, first = await first_message(context, "ServeHTTP")
         plugin = self.plugin
         try:
             frame = decode_request_frame(first)
-            init = _checked_init(plugin, frame)
+            init = checked_init(plugin, frame)
         except (FrameError, DecodeError, ProtocolError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad request init: {exc}")
         response = Response(io.write, plugin.chunk_size, high_water_mark=plugin.high_water_mark)
         content_length = init.content_length if init.content_length >= 0 else None
         ask = None
-        if _expects_continue(init):
+        if expects_continue(init):
             ask = functools.partial(_ask_for_body, context, response)
         body = RequestBody(
             frame.body,
@@ -283,30 +221,15 @@ class ServeHTTPServicer:
     async def _respond(
         self,
         context: grpc.aio.ServicerContext,
-        io: _CallIO,
+        io: CallIO,
         request: Request,
         response: Response,
     ) -> None:
-        if request._path_error is not None:
-            await _simple(response, 400, f"Bad Request: {request._path_error}\n")
+        ran, error = await run_handler(self.plugin, request, response)
+        if not ran:
             return
-        handler, params, allowed = self.plugin.match(request.method, request.path)
-        if handler is None:
-            if allowed:
-                await _simple(
-                    response, 405, "Method Not Allowed\n", [("Allow", ", ".join(allowed))]
-                )
-            else:
-                await _simple(response, 404, "Not Found\n")
-            return
-        request.path_params = params
-
-        try:
-            await handler(request, response)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._failed(context, io, request, response, exc)
+        if error is not None:
+            await self._failed(context, io, request, response, error)
             return
         if _cancel_requested():
             # Finishing would send a status on a cancelled call (grpc#43360).
@@ -323,19 +246,16 @@ class ServeHTTPServicer:
                 await self._client_gone(context, io, request, response)
 
     async def _aborted(
-        self, context: grpc.aio.ServicerContext, io: _CallIO, response: Response
+        self, context: grpc.aio.ServicerContext, io: CallIO, response: Response
     ) -> None:
         if _cancel_requested() or io.gone:
             raise asyncio.CancelledError
-        error = response._aborted
-        cause = error.__cause__ if error is not None else None
-        detail = f"{type(cause).__name__}: {cause}" if cause is not None else "by the handler"
-        await context.abort(grpc.StatusCode.ABORTED, f"response aborted {detail}"[:200])
+        await context.abort(grpc.StatusCode.ABORTED, aborted_reason(response))
 
     async def _client_gone(
         self,
         context: grpc.aio.ServicerContext,
-        io: _CallIO,
+        io: CallIO,
         request: Request,
         response: Response,
     ) -> None:
@@ -354,12 +274,12 @@ class ServeHTTPServicer:
             response._resolve(ResponseAborted(truncated))
             await context.abort(grpc.StatusCode.INTERNAL, truncated)
         response._discard()
-        await _simple(response, 400, "Bad Request: request stream ended without body_complete\n")
+        await simple(response, 400, "Bad Request: request stream ended without body_complete\n")
 
     async def _failed(
         self,
         context: grpc.aio.ServicerContext,
-        io: _CallIO,
+        io: CallIO,
         request: Request,
         response: Response,
         exc: Exception,
@@ -372,51 +292,9 @@ class ServeHTTPServicer:
             await self._client_gone(context, io, request, response)
             return
         if response.headers_sent:
-            log.error(
-                "handler for %s %s failed after the response started",
-                request.method,
-                request.path,
-                exc_info=exc,
-            )
-            response._resolve(ResponseAborted(f"handler failed: {exc!r}"))
-            await context.abort(grpc.StatusCode.INTERNAL, f"handler failed: {type(exc).__name__}")
-        response._discard()
-        if isinstance(exc, BodyTooLarge):
-            await _simple(response, 413, "Payload Too Large\n")
-        elif isinstance(exc, ProtocolError):
-            await _simple(response, 400, f"Bad Request: {exc}\n")
-        else:
-            log.error("handler for %s %s failed", request.method, request.path, exc_info=exc)
-            await _simple(response, 500, "Internal Server Error\n")
-
-
-def _checked_init(plugin: Plugin, frame: Any) -> http_pb2.ServeHTTPRequestInit:
-    """The request init of a first frame, within the plugin's limits."""
-    if frame.init is None:
-        raise ProtocolError("first ServeHTTP message carries no init")
-    if len(frame.init) > plugin.max_init_size:
-        raise ProtocolError(
-            f"init of {len(frame.init)} bytes is larger than max_init_size {plugin.max_init_size}"
-        )
-    if frame.body.nbytes > plugin.max_chunk_size:
-        raise ProtocolError(
-            f"body chunk of {frame.body.nbytes} bytes is larger than "
-            f"max_chunk_size {plugin.max_chunk_size}"
-        )
-    init = http_pb2.ServeHTTPRequestInit.FromString(frame.init)
-    count = sum(len(header.values) for header in init.headers)
-    if count > plugin.max_header_count:
-        raise ProtocolError(
-            f"{count} header values, more than max_header_count {plugin.max_header_count}"
-        )
-    return init
-
-
-def _expects_continue(init: http_pb2.ServeHTTPRequestInit) -> bool:
-    for header in init.headers:
-        if header.key.lower() == "expect":
-            return any(v.strip().lower() == b"100-continue" for v in header.values)
-    return False
+            reason = failed_mid_response(request, response, exc)
+            await context.abort(grpc.StatusCode.INTERNAL, reason)
+        await answer_failure(request, response, exc)
 
 
 async def _ask_for_body(context: grpc.aio.ServicerContext, response: Response) -> None:
@@ -434,7 +312,7 @@ async def _ask_for_body(context: grpc.aio.ServicerContext, response: Response) -
 def method_handler(plugin: Plugin) -> tuple[ServeHTTPServicer, grpc.RpcMethodHandler]:
     servicer = ServeHTTPServicer(plugin)
     handler = grpc.stream_stream_rpc_method_handler(
-        servicer.serve_http, request_deserializer=None, response_serializer=None
+        servicer.serve, request_deserializer=None, response_serializer=None
     )
     return servicer, handler
 

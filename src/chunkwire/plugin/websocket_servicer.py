@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from .. import _websocket as wire
-from ..errors import ClientDisconnected, WebSocketClosed
+from ..errors import WebSocketClosed
+from .handling import CallServicer, first_message, retrieve
 from .request import Request, RequestBody
-from .servicer import _CallIO
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ async def _no_body() -> Any:
     raise AssertionError("a WebSocket handshake has no body to read")
 
 
-class ServeWebSocketServicer:
+class ServeWebSocketServicer(CallServicer):
     """Runs the plugin's WebSocket handler for each ServeWebSocket call.
 
     The handler's outcome becomes the session's end: returning without
@@ -32,27 +32,8 @@ class ServeWebSocketServicer:
     handshake refuses it with 403.
     """
 
-    def __init__(self, plugin: Plugin) -> None:
-        self.plugin = plugin
-        self.active = 0
-
-    async def serve_websocket(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext
-    ) -> None:
-        self.active += 1
-        try:
-            await self._serve(context)
-        finally:
-            self.active -= 1
-
     async def _serve(self, context: grpc.aio.ServicerContext) -> None:
-        io = _CallIO(context)
-        try:
-            first = await io.read()
-        except ClientDisconnected:
-            raise asyncio.CancelledError from None
-        if first is grpc.aio.EOF:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty ServeWebSocket stream")
+        io, first = await first_message(context, "ServeWebSocket")
         try:
             frame = wire.parse(first)
         except Exception as exc:  # protobuf's DecodeError
@@ -86,7 +67,7 @@ class ServeWebSocketServicer:
             if reader is not None and not reader.done():
                 # Returning ends the call, which ends the reader's read; it is
                 # never cancelled inside a gRPC operation (grpc#43360).
-                reader.add_done_callback(_retrieve)
+                reader.add_done_callback(retrieve)
 
     async def _run(self, handler: Any, ws: WebSocket) -> None:
         path = ws.request.path
@@ -116,18 +97,13 @@ class ServeWebSocketServicer:
             pass
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
 class ServeWebSocketGenericHandler(grpc.GenericRpcHandler):
     """Answers SERVE_WEBSOCKET_METHOD with the plugin's WebSocket routes."""
 
     def __init__(self, plugin: Plugin) -> None:
         self.servicer = ServeWebSocketServicer(plugin)
         self._handler = grpc.stream_stream_rpc_method_handler(
-            self.servicer.serve_websocket, request_deserializer=None, response_serializer=None
+            self.servicer.serve, request_deserializer=None, response_serializer=None
         )
 
     def service(

@@ -3,6 +3,6 @@
 from .._wire import DESCRIBE_METHOD, PLUGIN_SERVICE
 
 CONNECT_METHOD = f"/{PLUGIN_SERVICE}/Connect"
-TRANSPORT_CHOICES = ("auto", "mux", "call")
+TRANSPORT_CHOICES = ("auto", "lane", "mux", "call")
 
 __all__ = ["CONNECT_METHOD", "DESCRIBE_METHOD", "TRANSPORT_CHOICES"]

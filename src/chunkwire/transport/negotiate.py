@@ -11,6 +11,8 @@ import grpc.aio
 
 from .._proto import plugin_pb2
 from . import DESCRIBE_METHOD, TRANSPORT_CHOICES
+from .lane import LaneError, connect_lane, offered_lane
+from .sender import BATCH_LIMIT
 
 _DESCRIBE_TIMEOUT = 5.0
 
@@ -31,13 +33,28 @@ def describer(channel: Callable[[], grpc.aio.Channel]) -> Describe:
     return describe
 
 
+async def _probe(path: str) -> None:
+    """Open and close one lane: the owner check and the HELLOs must pass.
+
+    Catches what only a connection shows (a plugin of another user, a peer
+    of another lane version) before the lane is chosen, so "auto" falls
+    back to mux instead of failing every request.
+    """
+    try:
+        link = await connect_lane(path, BATCH_LIMIT)
+    except (LaneError, OSError, TimeoutError) as error:
+        raise LaneError(f"it did not open ({path}: {error or 'timed out'})") from None
+    link.close()
+
+
 class TransportChoice:
-    """``auto`` asks the plugin's Describe; ``mux``/``call`` are taken as given.
+    """``auto`` asks the plugin's Describe; ``lane``/``mux``/``call`` are taken as given.
 
     Until Describe answers (plugin not reachable yet), requests use the call
-    transport and the next request asks again. A plugin without Describe
-    (UNIMPLEMENTED), or one that does not offer "mux", gets "call". The
-    choice is logged once, with the reason.
+    transport and the next request asks again. ``address`` a unix socket and
+    the plugin offering a lane next to it that opens: "lane"; else offering "mux":
+    "mux"; else, or without Describe (UNIMPLEMENTED), "call". "lane" on a
+    TCP address is a ValueError. The choice is logged once, with the reason.
     """
 
     def __init__(
@@ -48,9 +65,15 @@ class TransportChoice:
         logger: logging.Logger,
         *,
         forced_why: str = "set by configuration",
+        address: str = "",
     ) -> None:
         if transport not in TRANSPORT_CHOICES:
             raise ValueError(f"transport must be one of {TRANSPORT_CHOICES}, got {transport!r}")
+        if transport == "lane" and not address.startswith("unix:"):
+            raise ValueError(
+                f"plugin {name!r}: the lane transport needs a unix socket address, not {address!r}"
+            )
+        self.address = address
         self.name = name
         self.transport = transport
         self.chosen: str | None = None if transport == "auto" else transport
@@ -84,6 +107,13 @@ class TransportChoice:
             self.info = info
             chosen = "mux" if "mux" in info.transports else "call"
             why = f"it offers {', '.join(info.transports) or 'no transport'}"
+            if chosen == "mux" and self.address.startswith("unix:"):
+                try:
+                    await _probe(offered_lane(self.address, info))
+                    chosen = "lane"
+                except LaneError as error:
+                    if "lane" in info.transports:
+                        why += f"; no lane: {error}"
         self.chosen = chosen
         self._note(why)
         return chosen

@@ -1,0 +1,672 @@
+"""The same-host lane: the multiplexed protocol's batches on a plain unix socket.
+
+A lane is one connection of the multiplexed protocol (docs/protocol.md)
+whose batches travel as records on a unix stream socket instead of gRPC
+messages: ``u32 length (little endian) | MuxBatch``. The plugin listens on
+a socket of its own next to its gRPC socket (mode 0600; Describe names it);
+nothing on the data path is gRPC. Each side starts with a fixed-size HELLO
+(see :data:`HELLO`) carrying the memfd of its shared-memory ring, then only
+records follow.
+
+Bodies through the rings: each side writes the body of a DATA frame of at
+least :data:`RING_THRESHOLD` bytes into its own ring (a sealed memfd, see
+``chunkwire._core.RingWriter``) and sends a RING frame with the chunk's
+descriptor instead; the receiver reads the chunk from its mapping of the
+peer's ring, turns it back into the DATA frame the stream code expects,
+releases it and returns the space with a RING_CREDIT frame. The stream
+protocol and its credit are untouched: a RING frame stands for exactly the
+DATA frame it replaces, byte count included. A writer whose ring stays
+full because the peer returns no credit for :data:`RING_CREDIT_TIMEOUT`
+seconds fails the lane.
+
+The stream protocol is unchanged: the same sans-I/O ``Connection`` runs on
+both ends and the same stream code drives it. :class:`LaneCarrier` gives
+the opener's ``MuxConnection`` the calls it makes on a gRPC Connect call
+(``read``, ``write``, ``cancel``, ``code``, ``details``), and
+:class:`LaneContext` gives the plugin's connection those it makes on a
+servicer context (``read``, ``write``, ``abort``); both bring the sender
+and decoder that handle the rings. A record that cannot be read (a
+truncated length prefix or record, a length above the limit) fails the
+connection with one log line; so does a bad ring descriptor or credit (a
+``MuxError``, logged by the connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from .._core import (
+    RING_DESCRIPTOR_SIZE,
+    BatchWriter,
+    RingReader,
+    RingWriter,
+    decode_batch,
+    decode_request_frame,
+    decode_response_frame,
+    encode_request_frame,
+    encode_response_frame,
+)
+from .._errors import RingError
+from .mux import END, Connection, Kind, MuxError
+from .sender import BATCH_LIMIT, BatchSender
+
+log = logging.getLogger("chunkwire.transport")
+
+# magic, version, ring id (0: none; else one memfd rides with the HELLO), reserved
+HELLO = struct.Struct("<6sHII")
+MAGIC = b"CWLANE"
+VERSION = 1
+PREFIX = struct.Struct("<I")
+HANDSHAKE_TIMEOUT = 5.0
+# A batch of the smallest frames a sender writes (8 bytes each) within BATCH_LIMIT.
+MAX_FRAMES = BATCH_LIMIT // 8
+
+# Frame kinds of the lane only (chunkwire.v1.FrameKind): never on a Connect call.
+RING = 10  # DATA whose body is in the sender's ring; value: END = 1, FLUSH = 2; payload: descriptor
+RING_CREDIT = 11  # stream 0; payload: descriptors of released chunks, 20 bytes each
+FLUSH = 2
+
+RING_SIZE = 8 * 1024 * 1024  # each side's ring
+RING_THRESHOLD = 16 * 1024  # DATA payloads this large or larger go through the ring
+MAX_PEER_RING = 256 * 1024 * 1024  # the largest ring of the peer's that this side maps
+RING_CREDIT_TIMEOUT = 10.0
+
+_NO_METADATA = grpc.aio.Metadata()
+
+
+class LaneError(Exception):
+    """The lane's peer broke its framing or handshake: the connection must close."""
+
+
+def lane_socket_path(grpc_socket: str) -> str:
+    """Where a plugin listening on unix ``grpc_socket`` puts its lane socket."""
+    return grpc_socket + ".lane"
+
+
+def offered_lane(address: str, info: Any) -> str:
+    """The lane socket a plugin at ``address`` offers in its Describe answer ``info``.
+
+    LaneError, with the reason, unless the plugin offers "lane" and names a
+    socket in the directory of its own unix socket: a plugin's answer never
+    sends the gateway elsewhere.
+    """
+    if not address.startswith("unix:"):
+        raise LaneError(f"{address} is not a unix socket")
+    if "lane" not in info.transports or not info.lane_socket:
+        raise LaneError("it does not offer the lane")
+    path = info.lane_socket
+    home = os.path.dirname(os.path.abspath(address[len("unix:") :]))
+    if not os.path.isabs(path) or os.path.dirname(os.path.normpath(path)) != home:
+        raise LaneError(f"its lane socket {path!r} is not next to its own socket")
+    return path
+
+
+def lane_or_unavailable(address: str, info: Any, who: str) -> str:
+    """``offered_lane``, its refusal raised as the UNAVAILABLE error a request
+    on a lane that is not there fails with (``who`` names the plugin)."""
+    try:
+        return offered_lane(address, info)
+    except LaneError as error:
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details=f"{who} has no lane: {error}",
+        ) from None
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process at the other end of a unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+def check_peer(sock: socket.socket, uid: int | None = None) -> int:
+    """The peer's pid; LaneError unless it runs as user ``uid`` (default: this process's)."""
+    if uid is None:
+        uid = os.getuid()
+    pid, peer_uid, _ = peer_credentials(sock)
+    if peer_uid != uid:
+        raise LaneError(f"peer pid {pid} runs as uid {peer_uid}, not {uid}: refused")
+    return pid
+
+
+async def _wait(sock: socket.socket, *, write: bool) -> None:
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    fd = sock.fileno()
+    if write:
+        loop.add_writer(fd, future.set_result, None)
+    else:
+        loop.add_reader(fd, future.set_result, None)
+    try:
+        await future
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def send_hello(sock: socket.socket, ring: RingWriter | None = None) -> None:
+    """Send this side's HELLO, with its ring's memfd when it has one."""
+    data = HELLO.pack(MAGIC, VERSION, ring.ring_id if ring is not None else 0, 0)
+    while True:
+        try:
+            if ring is not None:
+                sent = socket.send_fds(sock, [data], [ring.fileno()])
+            else:
+                sent = sock.send(data)
+            break
+        except (BlockingIOError, InterruptedError):
+            await _wait(sock, write=True)
+    if sent != len(data):  # a 16-byte send into an empty socket buffer is whole
+        raise LaneError(f"HELLO sent short ({sent} of {len(data)} bytes)")
+
+
+async def receive_hello(sock: socket.socket) -> RingReader | None:
+    """The peer's HELLO, and a reader of the ring it carries (None when it has none)."""
+    got = b""
+    fds: list[int] = []
+    try:
+        while len(got) < HELLO.size:
+            try:
+                data, more, flags, _ = socket.recv_fds(sock, HELLO.size - len(got), 1)
+            except (BlockingIOError, InterruptedError):
+                await _wait(sock, write=False)
+                continue
+            fds.extend(more)
+            if flags & socket.MSG_CTRUNC:
+                raise LaneError("HELLO carried more than one file descriptor")
+            if not data:
+                raise LaneError(f"the peer closed the lane during the handshake ({len(got)} bytes)")
+            got += data
+        magic, version, ring_id, _ = HELLO.unpack(got)
+        if magic != MAGIC:
+            raise LaneError("the peer does not speak the lane protocol (bad HELLO)")
+        if version != VERSION:
+            raise LaneError(f"lane protocol version {version} is not supported (want {VERSION})")
+        if (ring_id != 0) != (len(fds) == 1) or len(fds) > 1:
+            raise LaneError(f"HELLO names ring {ring_id} but carries {len(fds)} descriptors")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    if not fds:
+        return None
+    try:
+        return RingReader(fds[0], ring_id, MAX_PEER_RING)  # owns the fd, also when refused
+    except (RingError, OSError) as exc:
+        raise LaneError(f"the peer's ring is refused: {exc}") from None
+
+
+def new_ring(size: int | None = None) -> RingWriter | None:
+    """This side's ring, or None where shared memory is not available (bodies go inline)."""
+    try:
+        return RingWriter(RING_SIZE if size is None else size, secrets.randbits(32) or 1)
+    except (RingError, OSError) as exc:
+        log.debug("no shared-memory ring (bodies go inline): %s", exc)
+        return None
+
+
+class Rings:
+    """One lane's two rings: this side's writer and the peer's reader (either may be None)."""
+
+    def __init__(self, writer: RingWriter | None, reader: RingReader | None) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.owed: list[bytes] = []  # released here: to send back as RING_CREDIT
+        self.wake = asyncio.Event()  # credit arrived, or credit is owed
+
+    def close(self) -> None:
+        for ring in (self.writer, self.reader):
+            if ring is not None:
+                ring.close()
+
+
+class LaneLink:
+    """Length-prefixed records on a connected unix stream socket, and the lane's rings."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_record: int,
+        rings: Rings,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.max_record = max_record
+        self.rings = rings
+
+    @classmethod
+    async def over(cls, sock: socket.socket, max_record: int, rings: Rings) -> LaneLink:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=sock)
+        except BaseException:
+            rings.close()
+            raise
+        return cls(reader, writer, max_record, rings)
+
+    async def read(self) -> bytes | None:
+        """The next record; None at a clean end (between records); LaneError otherwise."""
+        try:
+            head = await self._reader.readexactly(PREFIX.size)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                return None
+            raise LaneError(
+                f"truncated length prefix ({len(exc.partial)} of {PREFIX.size} bytes)"
+            ) from None
+        (size,) = PREFIX.unpack(head)
+        if size > self.max_record:
+            raise LaneError(f"record of {size} bytes is larger than the limit of {self.max_record}")
+        try:
+            return await self._reader.readexactly(size)
+        except asyncio.IncompleteReadError as exc:
+            raise LaneError(f"truncated record ({len(exc.partial)} of {size} bytes)") from None
+
+    async def write(self, record: bytes) -> None:
+        writer = self._writer
+        writer.writelines((PREFIX.pack(len(record)), record))
+        await writer.drain()
+
+    def close(self) -> None:
+        self._writer.close()
+        self.rings.close()
+
+
+def _varint_size(n: int) -> int:
+    size = 1
+    while n >= 0x80:
+        n >>= 7
+        size += 1
+    return size
+
+
+def _message_size(body: int, complete: bool, flush: bool) -> int:
+    """Encoded size of a body-only ServeHTTPRequest/Response (as the core encodes it)."""
+    return 1 + _varint_size(body) + body + 2 * complete + 2 * flush
+
+
+def _size(payload: Any) -> int:
+    return payload.nbytes if type(payload) is memoryview else len(payload)
+
+
+class RingStalled(Exception):
+    """The peer returned no ring credit in time."""
+
+
+class LaneSender(BatchSender):
+    """A BatchSender that moves large bodies into the ring and returns the peer's credit.
+
+    ``opener``: this side sends requests (else responses). ``on_stall`` is
+    called (once, with the reason) when the ring stayed full past
+    RING_CREDIT_TIMEOUT; the sender stops.
+    """
+
+    def __init__(
+        self,
+        proto: Connection,
+        write: Callable[[bytes], Awaitable[object]],
+        limit: int,
+        rings: Callable[[], Awaitable[Rings]],
+        *,
+        opener: bool,
+        on_stall: Callable[[str], None],
+    ) -> None:
+        super().__init__(proto, write, limit)
+        self._get_rings = rings
+        self._opener = opener
+        self._on_stall = on_stall
+        self.ringed = 0  # DATA frames whose body went through the ring
+
+    async def _run(self) -> None:
+        rings = await self._get_rings()
+        proto = self._proto
+        writer = BatchWriter(self._limit)
+        ready = self._ready
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                while proto.has_frames or rings.owed:
+                    if rings.owed:
+                        await self._add(writer, self._credit(rings))
+                    for frame in proto.take_frames():
+                        if frame[1] == Kind.DATA and rings.writer is not None:
+                            frame = await self._ringed(frame, writer, rings)
+                        await self._add(writer, frame)
+                    if len(writer):
+                        await self._send(writer.take())
+        except RingStalled as stall:
+            self._on_stall(str(stall))
+
+    async def _add(self, writer: BatchWriter, frame: Any) -> None:
+        if not writer.add(*frame):
+            await self._send(writer.take())
+            writer.add(*frame)
+
+    @staticmethod
+    def _credit(rings: Rings) -> tuple[int, int, int, bytes]:
+        owed, rings.owed = rings.owed, []
+        return (0, RING_CREDIT, 0, b"".join(owed))
+
+    async def _ringed(self, frame: Any, writer: BatchWriter, rings: Rings) -> Any:
+        stream_id, _, value, payload = frame
+        size = _size(payload)
+        if size < RING_THRESHOLD:
+            return frame
+        message = decode_request_frame(payload) if self._opener else decode_response_frame(payload)
+        if message.init is not None:
+            return frame
+        body = message.body
+        flush = not self._opener and message.flush
+        ring = rings.writer
+        assert ring is not None
+        rebuilt = _message_size(body.nbytes, message.complete, flush)
+        if body.nbytes > ring.max_chunk or rebuilt != size:
+            return frame  # not a body the peer can rebuild byte for byte: inline
+        descriptor = ring.write(body)
+        if descriptor is None:
+            descriptor = await self._room(ring, body, writer, rings)
+        self.ringed += 1
+        return (stream_id, RING, (value & END) | (FLUSH if flush else 0), descriptor)
+
+    async def _room(
+        self, ring: RingWriter, body: memoryview, writer: BatchWriter, rings: Rings
+    ) -> bytes:
+        """Wait for the peer's credit until ``body`` fits; what is ready leaves meanwhile."""
+        loop = asyncio.get_running_loop()
+        timeout = RING_CREDIT_TIMEOUT
+        deadline = loop.time() + timeout
+        while True:
+            if rings.owed:
+                await self._add(writer, self._credit(rings))
+            if len(writer):
+                await self._send(writer.take())
+            rings.wake.clear()
+            descriptor = ring.write(body)
+            if descriptor is not None:
+                return descriptor
+            if rings.owed:
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise RingStalled(f"the peer returned no ring credit for {timeout:g} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rings.wake.wait(), remaining)
+
+
+def decode_lane_batch(record: Any, rings: Rings | None, opener: bool) -> list[Any]:
+    """Frames of one record, RING frames turned back into the DATA frames they stand for.
+
+    The chunk is copied out of the peer's ring into the DATA payload and
+    released at once; its credit joins ``rings.owed``. A bad descriptor,
+    credit or flag is a MuxError (the connection fails).
+    """
+    frames = decode_batch(record, max_frames=MAX_FRAMES)
+    out: list[Any] | None = None
+    for index, frame in enumerate(frames):
+        kind = frame[1]
+        if kind != RING and kind != RING_CREDIT:
+            if out is not None:
+                out.append(frame)
+            continue
+        if out is None:
+            out = frames[:index]
+        if rings is None:
+            raise MuxError("a ring frame before the lane was set up")
+        if kind == RING:
+            out.append(_unring(frame, rings, opener))
+        else:
+            _credited(frame, rings)
+    return frames if out is None else out
+
+
+def _unring(frame: Any, rings: Rings, opener: bool) -> Any:
+    stream_id, _, value, payload = frame
+    reader = rings.reader
+    if reader is None:
+        raise MuxError("RING frame, but the peer sent no ring")
+    if value & ~(END | FLUSH) or (value & FLUSH and not opener):
+        raise MuxError(f"RING frame on stream {stream_id} with flags {value}")
+    try:
+        view = reader.read(payload)
+    except RingError as exc:
+        raise MuxError(f"bad ring descriptor on stream {stream_id}: {exc}") from None
+    try:
+        complete = bool(value & END)
+        if opener:
+            message = encode_response_frame(view, complete=complete, flush=bool(value & FLUSH))
+        else:
+            message = encode_request_frame(view, complete=complete)
+    finally:
+        rings.owed.append(reader.release(view))
+        rings.wake.set()
+    # Payloads are views, as decode_batch hands them out (the stream code counts .nbytes).
+    return (stream_id, Kind.DATA, value & END, memoryview(message))
+
+
+def _credited(frame: Any, rings: Rings) -> None:
+    stream_id, _, _, payload = frame
+    if stream_id != 0:
+        raise MuxError(f"RING_CREDIT on stream {stream_id}: it belongs to stream 0")
+    writer = rings.writer
+    if writer is None:
+        raise MuxError("RING_CREDIT, but this side has no ring")
+    size = len(payload)
+    if not size or size % RING_DESCRIPTOR_SIZE:
+        raise MuxError(f"RING_CREDIT of {size} bytes is not whole descriptors")
+    try:
+        for offset in range(0, size, RING_DESCRIPTOR_SIZE):
+            writer.credit(payload[offset : offset + RING_DESCRIPTOR_SIZE])
+    except RingError as exc:
+        raise MuxError(f"bad ring credit: {exc}") from None
+    rings.wake.set()
+
+
+def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, _NO_METADATA, _NO_METADATA, details=details)
+
+
+async def _open_handshake(sock: socket.socket, ring_size: int | None) -> Rings:
+    ring = new_ring(ring_size)
+    try:
+        await send_hello(sock, ring)
+        peer = await receive_hello(sock)
+    except BaseException:
+        if ring is not None:
+            ring.close()
+        raise
+    return Rings(ring, peer)
+
+
+async def accept_handshake(sock: socket.socket, ring_size: int | None = None) -> Rings:
+    """The acceptor's side of the HELLOs: the opener's first, then ours."""
+    peer = await receive_hello(sock)
+    ring = new_ring(ring_size)
+    try:
+        await send_hello(sock, ring)
+    except BaseException:
+        if peer is not None:
+            peer.close()
+        if ring is not None:
+            ring.close()
+        raise
+    return Rings(ring, peer)
+
+
+async def connect_lane(path: str, max_record: int, ring_size: int | None = None) -> LaneLink:
+    """Dial a plugin's lane socket, check its user, exchange HELLOs and rings."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, path)
+        check_peer(sock)
+        rings = await asyncio.wait_for(_open_handshake(sock, ring_size), HANDSHAKE_TIMEOUT)
+        return await LaneLink.over(sock, max_record, rings)
+    except BaseException:
+        sock.close()
+        raise
+
+
+LanePath = Callable[[], Awaitable[str]]
+
+
+class LaneCarrier:
+    """The opener's lane, shaped as the gRPC Connect call ``MuxConnection`` drives.
+
+    Connects on first use (``lane_path()`` says where: the plugin's Describe).
+    A failure to connect, a broken socket, or a record that cannot be read
+    surfaces as the ``AioRpcError`` a broken Connect call would raise: 503
+    before the response starts when the plugin is unreachable, 502 when it
+    broke the protocol, an aborted client connection after.
+    """
+
+    def __init__(self, name: str, lane_path: LanePath, max_record: int) -> None:
+        self._name = name
+        self._lane_path = lane_path
+        self._max_record = max_record
+        self._link: asyncio.Future[LaneLink] | None = None
+        self._rings: Rings | None = None
+        self._sender: LaneSender | None = None
+        self._closed = False
+
+    def sender(self, proto: Connection, limit: int) -> BatchSender:
+        self._sender = LaneSender(
+            proto, self.write, limit, self._get_rings, opener=True, on_stall=self._stalled
+        )
+        return self._sender
+
+    def decode(self, record: Any) -> list[Any]:
+        rings = self._rings
+        frames = decode_lane_batch(record, rings, True)
+        if rings is not None and rings.owed and self._sender is not None:
+            self._sender.kick()
+        return frames
+
+    def _stalled(self, reason: str) -> None:
+        log.warning("lane to plugin %r failed: %s", self._name, reason)
+        self.cancel()
+
+    async def _connect(self) -> LaneLink:
+        try:
+            path = await self._lane_path()
+            link = await connect_lane(path, self._max_record)
+        except grpc.aio.AioRpcError:
+            raise
+        except (OSError, LaneError, TimeoutError) as exc:
+            raise _error(
+                grpc.StatusCode.UNAVAILABLE,
+                f"cannot open the lane to plugin {self._name!r}: {exc}",
+            ) from None
+        self._rings = link.rings
+        return link
+
+    def _get_link(self) -> asyncio.Future[LaneLink]:
+        if self._link is None:
+            self._link = asyncio.ensure_future(self._connect())
+        return self._link
+
+    async def _get_rings(self) -> Rings:
+        return (await asyncio.shield(self._get_link())).rings
+
+    async def read(self) -> Any:
+        link = await asyncio.shield(self._get_link())
+        try:
+            record = await link.read()
+        except LaneError as exc:
+            log.warning("lane to plugin %r failed: %s", self._name, exc)
+            raise _error(
+                grpc.StatusCode.INTERNAL, f"the plugin broke the lane protocol: {exc}"
+            ) from None
+        except OSError as exc:
+            raise _error(grpc.StatusCode.UNAVAILABLE, f"the lane broke: {exc}") from None
+        if record is None:
+            return grpc.aio.EOF
+        return record
+
+    async def write(self, record: bytes) -> None:
+        link = await asyncio.shield(self._get_link())
+        await link.write(record)
+
+    def cancel(self) -> bool:
+        if self._closed:
+            return False
+        self._closed = True
+        future = self._link
+        if future is not None:
+            if future.done():
+                if not future.cancelled() and future.exception() is None:
+                    future.result().close()
+            else:
+                future.cancel()
+        return True
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    async def details(self) -> str:
+        return "lane closed"
+
+
+class LaneContext:
+    """The acceptor's lane, shaped as the servicer context the plugin's connection drives."""
+
+    def __init__(self, link: LaneLink, peer: str) -> None:
+        self._link = link
+        self.peer = peer
+        self._sender: LaneSender | None = None
+
+    def sender(self, proto: Connection, limit: int = BATCH_LIMIT) -> BatchSender:
+        self._sender = LaneSender(
+            proto, self.write, limit, self._get_rings, opener=False, on_stall=self._stalled
+        )
+        return self._sender
+
+    def decode(self, record: Any) -> list[Any]:
+        rings = self._link.rings
+        frames = decode_lane_batch(record, rings, False)
+        if rings.owed and self._sender is not None:
+            self._sender.kick()
+        return frames
+
+    async def _get_rings(self) -> Rings:
+        return self._link.rings
+
+    def _stalled(self, reason: str) -> None:
+        log.warning("lane from %s failed: %s", self.peer, reason)
+        self.close()
+
+    async def read(self) -> Any:
+        try:
+            record = await self._link.read()
+        except LaneError as exc:
+            log.warning("lane from %s failed: %s", self.peer, exc)
+            return grpc.aio.EOF
+        except OSError:
+            return grpc.aio.EOF
+        return grpc.aio.EOF if record is None else record
+
+    async def write(self, record: bytes) -> None:
+        await self._link.write(record)
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._link.close()
