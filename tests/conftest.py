@@ -1,5 +1,6 @@
 """Makes ``tests/`` importable for the helpers every suite shares (``bodies``),
-and ``--transports`` picks which transports the parametrised suites run on."""
+and ``--transports`` (with the ``only_transports`` marker) picks which
+transports the parametrised suites run on."""
 
 from __future__ import annotations
 
@@ -34,13 +35,30 @@ def _chosen_transports(config: pytest.Config) -> set[str]:
     return chosen
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "only_transports(*names): run the test on these transports only"
+    )
+
+
+def _runs(item: pytest.Item, chosen: set[str]) -> bool:
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    transport = params.get("transport")
+    if transport is None:
+        return True
+    marker = item.get_closest_marker("only_transports")
+    if transport not in chosen or (marker is not None and transport not in marker.args):
+        return False
+    # The lane runs over unix sockets only: lane x tcp is not a combination.
+    return not (transport == "lane" and params.get("listen") == "tcp")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     chosen = _chosen_transports(config)
     keep, drop = [], []
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        transport = callspec.params.get("transport") if callspec is not None else None
-        (drop if transport is not None and transport not in chosen else keep).append(item)
+        (keep if _runs(item, chosen) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

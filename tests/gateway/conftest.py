@@ -20,24 +20,3 @@ def transport(request: pytest.FixtureRequest) -> Iterator[str]:
     finally:
         gateway_fakes.TRANSPORT = "call"
         gateway_fakes.STARTED.clear()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "only_transports(*names): run the test on these transports only"
-    )
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    keep, drop = [], []
-    for item in items:
-        marker = item.get_closest_marker("only_transports")
-        callspec = getattr(item, "callspec", None)
-        transport = callspec.params.get("transport") if callspec is not None else None
-        if marker is not None and transport not in marker.args:
-            drop.append(item)
-        else:
-            keep.append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep

@@ -32,21 +32,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "async_timeout(seconds): limit for an async test")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The lane runs over unix sockets only: lane x tcp is not a combination.
-    keep, drop = [], []
-    for item in items:
-        params = getattr(item, "callspec", None)
-        params = params.params if params is not None else {}
-        if params.get("transport") == "lane" and params.get("listen") == "tcp":
-            drop.append(item)
-        else:
-            keep.append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
-
-
 @pytest.fixture
 def sock_dir():  # type: ignore[no-untyped-def]
     # tmp_path can exceed the 108-byte limit of a unix socket path.
