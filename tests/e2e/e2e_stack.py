@@ -104,6 +104,31 @@ class Stack:
             proc.stop()
 
 
+class PluginsStack:
+    """Plugins from ``specs`` (name: "module:attr"), each on its own unix socket,
+    behind one gateway started with ``gateway_args``."""
+
+    def __init__(self, tmp: Path, specs: dict[str, str], *gateway_args: str) -> None:
+        self.tmp = tmp
+        self.socks = {name: tmp / f"{name}.sock" for name in specs}
+        self.plugins: dict[str, Proc] = {}
+        try:
+            for name, spec in specs.items():
+                self.plugins[name] = start_plugin(spec, self.socks[name])
+            self.gateway, self.url = start_gateway(
+                {name: f"unix:{sock}" for name, sock in self.socks.items()}, *gateway_args
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if hasattr(self, "gateway"):
+            self.gateway.stop()
+        for proc in self.plugins.values():
+            proc.stop()
+
+
 def start_script(script: str, listen_path: Path, *args: str) -> Proc:
     """A test script in this directory (``rogue_plugin.py``...) listening on a unix socket."""
     return Proc(

@@ -16,7 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from e2e_stack import HERE, Proc, _connectable_unix, _env, peak_rss_kb, start_gateway, start_plugin
+from e2e_stack import (
+    HERE,
+    PluginsStack,
+    Proc,
+    _connectable_unix,
+    _env,
+    peak_rss_kb,
+)
 
 from chunkwire.client import AsyncPluginTransport
 
@@ -26,40 +33,16 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 
-class AsgiStack:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.socks = {
-            "fastapi": tmp / "fastapi.sock",
-            "starlette": tmp / "starlette.sock",
-            "bare": tmp / "bare.sock",
-        }
-        specs = {
-            "fastapi": "asgi_apps:app",
-            "starlette": "asgi_apps:starlette_app",
-            "bare": "asgi_apps:bare_app",
-        }
-        self.plugins: dict[str, Proc] = {}
-        try:
-            for name, spec in specs.items():
-                self.plugins[name] = start_plugin(spec, self.socks[name])
-            self.gateway, self.url = start_gateway(
-                {name: f"unix:{sock}" for name, sock in self.socks.items()}
-            )
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if hasattr(self, "gateway"):
-            self.gateway.stop()
-        for proc in self.plugins.values():
-            proc.stop()
+ASGI_APPS = {
+    "fastapi": "asgi_apps:app",
+    "starlette": "asgi_apps:starlette_app",
+    "bare": "asgi_apps:bare_app",
+}
 
 
 @pytest.fixture(scope="module")
-def asgi(tmp_path_factory) -> Iterator[AsgiStack]:  # type: ignore[no-untyped-def]
-    stack = AsgiStack(tmp_path_factory.mktemp("asgi"))
+def asgi(tmp_path_factory) -> Iterator[PluginsStack]:  # type: ignore[no-untyped-def]
+    stack = PluginsStack(tmp_path_factory.mktemp("asgi"), ASGI_APPS)
     try:
         yield stack
     finally:
@@ -86,7 +69,7 @@ def wait_for(predicate, what: str, limit: float = 30.0):  # type: ignore[no-unty
     return value
 
 
-def test_lifespan_state_reaches_requests(asgi: AsgiStack) -> None:
+def test_lifespan_state_reaches_requests(asgi: PluginsStack) -> None:
     r = httpx.get(asgi.url + "/plugins/fastapi/state")
     assert r.status_code == 200
     assert r.json()["greeting"] == "set at startup"
@@ -95,7 +78,7 @@ def test_lifespan_state_reaches_requests(asgi: AsgiStack) -> None:
     assert r.text.startswith("hello from starlette ")
 
 
-def test_streaming_response_parts_arrive_while_the_app_runs(asgi: AsgiStack) -> None:
+def test_streaming_response_parts_arrive_while_the_app_runs(asgi: PluginsStack) -> None:
     base = asgi.url + "/plugins/fastapi"
     with httpx.stream("GET", base + "/stream/gate1", timeout=60) as r:
         assert r.status_code == 200
@@ -109,7 +92,7 @@ def test_streaming_response_parts_arrive_while_the_app_runs(asgi: AsgiStack) -> 
     assert "stream gate1 done" in httpx.get(base + "/events").json()
 
 
-def test_multi_value_headers_cookies_client_and_root_path(asgi: AsgiStack) -> None:
+def test_multi_value_headers_cookies_client_and_root_path(asgi: PluginsStack) -> None:
     r = httpx.get(
         asgi.url + "/plugins/fastapi/headers",
         headers=[
@@ -133,7 +116,7 @@ def test_multi_value_headers_cookies_client_and_root_path(asgi: AsgiStack) -> No
     assert dict(r.cookies) == {"first": "1", "second": "2"}
 
 
-def test_url_for_builds_links_through_the_gateway(asgi: AsgiStack) -> None:
+def test_url_for_builds_links_through_the_gateway(asgi: PluginsStack) -> None:
     link = httpx.get(asgi.url + "/plugins/fastapi/link").json()["item"]
     assert link == asgi.url + "/plugins/fastapi/items/3"
     assert httpx.get(link).json() == {"item_id": 3}
@@ -145,7 +128,7 @@ def test_url_for_builds_links_through_the_gateway(asgi: AsgiStack) -> None:
     assert r.text == "bare /plugins/bare/some/where /plugins/bare"
 
 
-def test_exception_gives_500_or_an_aborted_response(asgi: AsgiStack) -> None:
+def test_exception_gives_500_or_an_aborted_response(asgi: PluginsStack) -> None:
     r = httpx.get(asgi.url + "/plugins/fastapi/boom")
     assert r.status_code == 500
     with httpx.stream("GET", asgi.url + "/plugins/fastapi/boom-mid-stream") as r:
@@ -154,7 +137,7 @@ def test_exception_gives_500_or_an_aborted_response(asgi: AsgiStack) -> None:
             r.read()
 
 
-def test_client_disconnect_reaches_the_app_as_http_disconnect(asgi: AsgiStack) -> None:
+def test_client_disconnect_reaches_the_app_as_http_disconnect(asgi: PluginsStack) -> None:
     base = asgi.url + "/plugins/starlette"
     before = httpx.get(base + "/events").json().count("http.disconnect")
     with httpx.stream("GET", base + "/wait-disconnect") as r:
@@ -166,14 +149,14 @@ def test_client_disconnect_reaches_the_app_as_http_disconnect(asgi: AsgiStack) -
     )
 
 
-def test_request_stream_echo_chunked(asgi: AsgiStack) -> None:
+def test_request_stream_echo_chunked(asgi: PluginsStack) -> None:
     blocks = list(stamped_blocks(8 * MIB, seed=3))
     r = httpx.put(asgi.url + "/plugins/starlette/echo", content=iter(blocks), timeout=60)
     assert r.status_code == 200
     assert hashlib.sha256(r.content).digest() == hashlib.sha256(b"".join(blocks)).digest()
 
 
-def test_websocket_handshakes_the_http_apps_do_not_route(asgi: AsgiStack) -> None:
+def test_websocket_handshakes_the_http_apps_do_not_route(asgi: PluginsStack) -> None:
     """No WebSocket route in FastAPI: it closes before accepting (403); the bare
     callable raises on a websocket scope (500)."""
 
@@ -189,7 +172,7 @@ def test_websocket_handshakes_the_http_apps_do_not_route(asgi: AsgiStack) -> Non
     assert asyncio.run(attempt("/plugins/bare/ws")) == 500
 
 
-def test_the_httpx_transport_reaches_an_asgi_plugin_directly(asgi: AsgiStack) -> None:
+def test_the_httpx_transport_reaches_an_asgi_plugin_directly(asgi: PluginsStack) -> None:
     async def call() -> tuple[dict[str, object], dict[str, object]]:
         transport = AsyncPluginTransport(f"unix:{asgi.socks['fastapi']}")
         async with httpx.AsyncClient(transport=transport, base_url="http://files") as http:
@@ -260,7 +243,7 @@ def _rss_mib(proc: Proc) -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_file_response_of_1_gib_with_bounded_memory(asgi: AsgiStack, tmp_path: Path) -> None:
+def test_file_response_of_1_gib_with_bounded_memory(asgi: PluginsStack, tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
     expected = hashlib.sha256()
     with open(path, "wb") as out:
@@ -290,7 +273,7 @@ def test_file_response_of_1_gib_with_bounded_memory(asgi: AsgiStack, tmp_path: P
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_raw_request_stream_upload_of_1_gib(asgi: AsgiStack) -> None:
+def test_raw_request_stream_upload_of_1_gib(asgi: PluginsStack) -> None:
     expected = hashlib.sha256()
 
     def body() -> Iterator[bytes]:
@@ -308,7 +291,7 @@ def test_raw_request_stream_upload_of_1_gib(asgi: AsgiStack) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_upload_file_of_1_gib(asgi: AsgiStack, tmp_path: Path) -> None:
+def test_upload_file_of_1_gib(asgi: PluginsStack, tmp_path: Path) -> None:
     path = tmp_path / "upload.bin"
     expected = hashlib.sha256()
     with open(path, "wb") as out:

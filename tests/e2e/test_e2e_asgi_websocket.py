@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from bodies import stamped
-from e2e_stack import Proc, start_gateway, start_plugin
+from e2e_stack import PluginsStack, start_gateway
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -24,25 +24,11 @@ MIB = 1 << 20
 BLOCK = 65536
 
 
-class WsAsgiStack:
+class WsAsgiStack(PluginsStack):
     def __init__(self, tmp: Path) -> None:
-        specs = {
-            "fastapi": "asgi_ws_apps:app",
-            "starlette": "asgi_ws_apps:starlette_app",
-        }
-        self.socks = {name: tmp / f"{name}.sock" for name in specs}
-        self.plugins: dict[str, Proc] = {}
-        try:
-            for name, spec in specs.items():
-                self.plugins[name] = start_plugin(spec, self.socks[name])
-            self.gateway, self.http = start_gateway(
-                {name: f"unix:{sock}" for name, sock in self.socks.items()},
-                "--max-message-size",
-                "32m",
-            )
-        except BaseException:
-            self.close()
-            raise
+        specs = {"fastapi": "asgi_ws_apps:app", "starlette": "asgi_ws_apps:starlette_app"}
+        super().__init__(tmp, specs, "--max-message-size", "32m")
+        self.http = self.url
         self.ws = self.http.replace("http://", "ws://")
         self.fastapi = self.ws + "/plugins/fastapi"
 
@@ -54,12 +40,6 @@ class WsAsgiStack:
 
     def gateway_stats(self) -> dict:
         return httpx.get(f"{self.http}/_gw/stats").json()
-
-    def close(self) -> None:
-        if hasattr(self, "gateway"):
-            self.gateway.stop()
-        for proc in self.plugins.values():
-            proc.stop()
 
 
 @pytest.fixture(scope="module")
