@@ -405,11 +405,28 @@ def _event_options(ns: argparse.Namespace) -> dict[str, Any]:
     return {
         "broker": broker,
         "events_listen": ns.events_listen,
+        "events_credentials": _events_tls(ns),
         "max_event_size": ns.max_event_size,
         "sse_keepalive": ns.sse_keepalive,
         "sse_timeout": ns.sse_timeout if ns.sse_timeout > 0 else None,
         "metrics_path": ns.metrics_path,
     }
+
+
+def _events_tls(ns: argparse.Namespace) -> Any:
+    cert, key = ns.events_tls_cert, ns.events_tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--events-tls-cert and --events-tls-key go together: give both")
+    if ns.events_listen is None or ns.events_listen.startswith("unix:"):
+        raise UsageError("--events-tls-cert/--events-tls-key need a TCP --events-listen HOST:PORT")
+    from .events.service import tls_credentials
+
+    try:
+        return tls_credentials(cert, key, labels=("--events-tls-cert", "--events-tls-key"))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 class _OneLineStartupFailure(logging.Filter):
@@ -571,8 +588,16 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
     events = parser.add_argument_group("event streams")
     events.add_argument(
         "--events-listen", default=None, metavar="ADDR",
-        help="serve the gRPC Events service for publishers on unix:/path.sock (mode 0600) "
-        "or a loopback HOST:PORT",
+        help="serve the gRPC Events service for publishers on unix:/path.sock (mode 0600), "
+        "a loopback HOST:PORT, or any HOST:PORT with --events-tls-cert/--events-tls-key",
+    )
+    events.add_argument(
+        "--events-tls-cert", default=None, metavar="PEM",
+        help="serve the Events service over TLS with this certificate (chain)",
+    )
+    events.add_argument(
+        "--events-tls-key", default=None, metavar="PEM",
+        help="the private key of --events-tls-cert",
     )
     events.add_argument(
         "--nats", default=None, metavar="URL",

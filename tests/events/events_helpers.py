@@ -120,6 +120,23 @@ class Stack:
             proc.stop()
 
 
+# -- TLS ---------------------------------------------------------------------
+
+
+def tls_certificate(directory: Path, name: str) -> tuple[bytes, Path, Path]:
+    """A self-signed certificate for 127.0.0.1/localhost: (PEM, cert path, key path)."""
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is not installed (apt-get install openssl)"
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )
+    return cert.read_bytes(), cert, key
+
+
 # -- nats-server ---------------------------------------------------------------
 
 

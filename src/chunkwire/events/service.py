@@ -17,6 +17,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import os
+import ssl
 import threading
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -62,9 +63,41 @@ def check_listen(listen: str, credentials: grpc.ServerCredentials | None) -> str
         raise ValueError(
             f"events_listen {listen!r} is not a unix socket or a loopback address; "
             "publishers there would be unauthenticated: listen on unix:/path or "
-            "127.0.0.1:PORT, or give TLS credentials"
+            "127.0.0.1:PORT, or give TLS credentials (events_credentials; "
+            "--events-tls-cert and --events-tls-key)"
         )
     return target
+
+
+def tls_credentials(
+    cert_file: str, key_file: str, *, labels: tuple[str, str] = ("certificate", "key")
+) -> grpc.ServerCredentials:
+    """Server credentials from a PEM certificate (chain) and its private key;
+    ValueError naming the file (by ``labels``) that is missing, unreadable,
+    not PEM, or not a match for the other."""
+    cert_label, key_label = labels
+    pems = []
+    for label, path in ((cert_label, cert_file), (key_label, key_file)):
+        try:
+            with open(path, "rb") as file:
+                pems.append(file.read())
+        except OSError as error:
+            raise ValueError(f"{label} {path}: {error.strerror}") from None
+    cert, key = pems
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise ValueError(f"{cert_label} {cert_file}: not a PEM certificate")
+    if b"PRIVATE KEY-----" not in key:
+        raise ValueError(f"{key_label} {key_file}: not a PEM private key")
+    # gRPC finds a mismatch only when it listens: "Failed to bind", the cause in its log.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as error:
+        raise ValueError(
+            f"{key_label} {key_file} is not the key of {cert_label} {cert_file}, or either "
+            f"is damaged ({error.reason or error})"
+        ) from None
+    return grpc.ssl_server_credentials([(key, cert)])
 
 
 class _Handoff:
