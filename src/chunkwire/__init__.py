@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .plugin import Plugin, send_file
+    from .transport.lane import LaneSettings
 
 
 def __getattr__(name: str) -> Any:
@@ -16,6 +17,10 @@ def __getattr__(name: str) -> Any:
         from .plugin import Plugin
 
         return Plugin
+    if name == "LaneSettings":
+        from .transport.lane import LaneSettings
+
+        return LaneSettings
     if name == "send_file":
         from .plugin import send_file
 
@@ -23,4 +28,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'chunkwire' has no attribute {name!r}")
 
 
-__all__ = ["Plugin", "__version__", "send_file"]
+__all__ = ["LaneSettings", "Plugin", "__version__", "send_file"]

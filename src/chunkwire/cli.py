@@ -22,6 +22,7 @@ from . import __version__
 
 if TYPE_CHECKING:
     from .plugin import Plugin
+    from .transport.lane import LaneSettings
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 SIZE_HELP = "bytes, or with a suffix k, m, g (KiB, MiB, GiB; 'kb', 'kib' also accepted)"
@@ -352,6 +353,7 @@ def _cmd_plugin(ns: argparse.Namespace) -> int:
     from .asgi import LifespanError
 
     plugin = load_plugin(ns.spec, ns.app_dir)
+    plugin.lane = lane_settings(ns, plugin.lane)
     check_free(ns.listen)
     with contextlib.suppress(KeyboardInterrupt):
         try:
@@ -361,6 +363,63 @@ def _cmd_plugin(ns: argparse.Namespace) -> int:
         except LifespanError as exc:
             raise UsageError(str(exc), status=1) from None
     return 0
+
+
+def _add_lane_options(parser: argparse.ArgumentParser, side: str) -> None:
+    """Flags for this side's lane limits; None (not given) keeps ``side``'s own settings."""
+    from .transport.lane import DEFAULT_SETTINGS as lane
+
+    keeps = "; a flag not given keeps the plugin's Plugin(lane=...)" if side == "plugin" else ""
+    group = parser.add_argument_group(
+        "same-host lane", f"this {side}'s side of each lane (docs/protocol.md){keeps}"
+    )
+    default = (lambda value: value) if side == "gateway" else (lambda value: None)
+    group.add_argument(
+        "--lane-ring-size", type=parse_size, default=default(lane.ring_size), metavar="SIZE",
+        help="shared-memory ring for the bodies this side sends (0: none, bodies go inline; "
+        f"default {lane.ring_size >> 20}m): {SIZE_HELP}",
+    )
+    group.add_argument(
+        "--lane-ring-threshold", type=parse_size, default=default(lane.ring_threshold),
+        metavar="SIZE",
+        help=f"body chunks this large or larger go through the ring (default "
+        f"{lane.ring_threshold >> 10}k)",
+    )
+    group.add_argument(
+        "--lane-max-peer-ring", type=parse_size, default=default(lane.max_peer_ring),
+        metavar="SIZE",
+        help=f"refuse a lane whose peer offers a larger ring (default {lane.max_peer_ring >> 20}m)",
+    )
+    group.add_argument(
+        "--lane-credit-timeout", type=float, default=default(lane.credit_timeout), metavar="S",
+        help="fail a lane whose peer returns no ring space for S seconds (default "
+        f"{lane.credit_timeout:g})",
+    )
+    group.add_argument(
+        "--lane-handshake-timeout", type=float, default=default(lane.handshake_timeout),
+        metavar="S",
+        help=f"refuse a lane whose peer sends no HELLO within S seconds (default "
+        f"{lane.handshake_timeout:g})",
+    )
+
+
+def lane_settings(ns: argparse.Namespace, base: LaneSettings | None = None) -> LaneSettings:
+    """``base`` (default: the defaults) with the ``--lane-*`` flags given; UsageError
+    naming the flag for a value out of range."""
+    import dataclasses
+
+    from .transport.lane import DEFAULT_SETTINGS, LaneSettings, SettingError
+
+    given = {
+        field.name: value
+        for field in dataclasses.fields(LaneSettings)
+        if (value := getattr(ns, f"lane_{field.name}", None)) is not None
+    }
+    try:
+        return dataclasses.replace(base or DEFAULT_SETTINGS, **given)
+    except SettingError as error:
+        flag = "--lane-" + error.field.replace("_", "-")
+        raise UsageError(f"{flag}: {error.reason}") from None
 
 
 def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
@@ -391,6 +450,7 @@ def _gateway_from(ns: argparse.Namespace, plugins: dict[str, str]) -> Any:
             max_message_size=ns.max_message_size,
             ws_ping_interval=ns.ws_ping_interval if ns.ws_ping_interval > 0 else None,
             transport=ns.transport,
+            lane=lane_settings(ns),
             **_event_options(ns),
         )
     except ValueError as error:
@@ -585,6 +645,7 @@ def _add_gateway_options(parser: argparse.ArgumentParser, port: int = 8080) -> N
         help="to plugins: the same-host lane for unix sockets, else multiplexed, when "
         "offered (auto), or force lane, mux or call",
     )
+    _add_lane_options(parser, "gateway")
     events = parser.add_argument_group("event streams")
     events.add_argument(
         "--events-listen", default=None, metavar="ADDR",
@@ -678,6 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--app-dir", default=".", metavar="DIR", help="directory searched first for MODULE"
     )
     plugin.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="log level")
+    _add_lane_options(plugin, "plugin")
     plugin.set_defaults(func=_cmd_plugin)
 
     gateway = sub.add_parser("gateway", help="serve HTTP and forward to plugins")

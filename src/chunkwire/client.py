@@ -45,7 +45,13 @@ from .errors import (
     PluginCallError,
     ProtocolError,
 )
-from .transport.lane import LaneCarrier, lane_or_unavailable
+from .transport.lane import (
+    DEFAULT_SETTINGS,
+    LaneCarrier,
+    LaneSettings,
+    lane_or_unavailable,
+    lane_settings,
+)
 from .transport.negotiate import TransportChoice, describer
 from .transport.opener import MuxPool
 from .transport.sender import BATCH_LIMIT
@@ -400,7 +406,8 @@ class PluginClient:
     multiplexed Connect call when offered, else one ServeHTTP call per
     request; "lane", "mux" or "call" force one ("lane" needs a unix socket).
     A ``method`` other than chunkwire's ServeHTTP (the Mattermost name)
-    always uses the call transport.
+    always uses the call transport. ``lane``: this side's lane limits
+    (:class:`~chunkwire.transport.lane.LaneSettings`).
     """
 
     def __init__(
@@ -410,10 +417,12 @@ class PluginClient:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         method: str = SERVE_HTTP_METHOD,
         transport: str = "auto",
+        lane: LaneSettings = DEFAULT_SETTINGS,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.address = address
+        self.lane = lane_settings(lane)
         self.chunk_size = chunk_size
         self.method = method
         self._channel: grpc.aio.Channel | None = None
@@ -424,6 +433,7 @@ class PluginClient:
             describer(self._open_channel),
             log,
             address=address,
+            lane=lane,
         )
         self._pool: MuxPool | None = None
 
@@ -450,7 +460,7 @@ class PluginClient:
                     chunk = max(self.chunk_size, _MIN_RECEIVE_CHUNK)
                     record = max(BATCH_LIMIT, chunk + _HEADROOM) + _HEADROOM
                     carrier = functools.partial(
-                        LaneCarrier, self.address, self._lane_path, record
+                        LaneCarrier, self.address, self._lane_path, record, self.lane
                     )
                 self._pool = MuxPool(
                     self._open_channel,

@@ -27,7 +27,7 @@ from chunkwire.client import PluginClient
 from chunkwire.errors import PluginCallError
 from chunkwire.gateway import Gateway
 from chunkwire.transport import DESCRIBE_METHOD
-from chunkwire.transport.lane import HELLO, MAGIC, MAX_FRAMES, VERSION
+from chunkwire.transport.lane import HELLO, MAGIC, MAX_FRAMES, VERSION, LaneSettings
 from chunkwire.transport.mux import Kind
 
 HELLO_BYTES = HELLO.pack(MAGIC, VERSION, 0, 0)
@@ -275,11 +275,8 @@ async def test_a_bad_hello_is_refused_with_one_line(sock_dir, caplog, hello, rea
         await _round_trip(server.address)
 
 
-async def test_a_silent_peer_is_refused_after_the_handshake_timeout(
-    sock_dir, caplog, monkeypatch
-) -> None:
-    monkeypatch.setattr("chunkwire.plugin.lane.HANDSHAKE_TIMEOUT", 0.2)
-    plugin = make_plugin(State())
+async def test_a_silent_peer_is_refused_after_the_handshake_timeout(sock_dir, caplog) -> None:
+    plugin = make_plugin(State(), lane=LaneSettings(handshake_timeout=0.2))
     async with plugin.serving(f"unix:{sock_dir}/p.sock"):
         reader, writer = await asyncio.open_unix_connection(f"{sock_dir}/p.sock.lane")
         assert await asyncio.wait_for(reader.read(100), 30) == b""

@@ -32,6 +32,7 @@ from chunkwire.transport.lane import (
     RING_SIZE,
     RING_THRESHOLD,
     LaneLink,
+    LaneSettings,
     Rings,
     accept_handshake,
     connect_lane,
@@ -206,12 +207,9 @@ async def test_a_ring_frame_from_a_peer_without_a_ring_fails_the_lane(sock_dir, 
         await _round_trip(server.address)
 
 
-async def test_a_peer_that_returns_no_credit_fails_the_lane(
-    sock_dir, caplog, monkeypatch
-) -> None:
-    monkeypatch.setattr(lane_module, "RING_CREDIT_TIMEOUT", 0.5)
+async def test_a_peer_that_returns_no_credit_fails_the_lane(sock_dir, caplog) -> None:
     state = State()
-    plugin = make_plugin(state)
+    plugin = make_plugin(state, lane=LaneSettings(credit_timeout=0.5))
     size = 4 * RING_SIZE
     async with plugin.serving(f"unix:{sock_dir}/p.sock") as server:
         link = await connect_lane(f"{sock_dir}/p.sock.lane", RECORD)

@@ -22,6 +22,7 @@ from .._wire import headers_to_proto
 from ..events.broker import Broker, InMemoryBroker
 from ..events.model import DEFAULT_MAX_DATA
 from ..events.service import EventsServer
+from ..transport.lane import DEFAULT_SETTINGS, LaneSettings, lane_settings
 from .forward import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_EMPTY_FRAMES,
@@ -202,6 +203,9 @@ class Gateway:
     request; "lane", "mux" or "call" force one ("lane" on a TCP plugin
     address is a ValueError). ``mattermost`` plugins always get
     the call transport. ``mux_connections``: Connect calls per plugin.
+    ``lane``: the gateway's side of each lane (ring size, ring threshold,
+    the largest plugin ring it maps, credit and handshake timeouts; see
+    :class:`~chunkwire.transport.lane.LaneSettings`).
     """
 
     def __init__(
@@ -233,6 +237,7 @@ class Gateway:
         metrics_path: str | None = None,
         transport: str = "auto",
         mux_connections: int = 1,
+        lane: LaneSettings = DEFAULT_SETTINGS,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -240,6 +245,7 @@ class Gateway:
             raise ValueError(f"max_message_size must be >= 1, got {max_message_size}")
         if ws_ping_interval is not None and ws_ping_interval <= 0:
             raise ValueError(f"ws_ping_interval must be > 0 or None, got {ws_ping_interval}")
+        self.lane = lane_settings(lane)
         self.max_message_size = max_message_size
         self.ws_ping_interval = ws_ping_interval
         mattermost_ids = set(mattermost)
@@ -264,6 +270,7 @@ class Gateway:
                 max_response_head=max_header_size,
                 transport=transport,
                 mux_connections=mux_connections,
+                lane=lane,
             )
             for plugin_id, address in plugins.items()
         }

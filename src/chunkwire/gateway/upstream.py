@@ -27,7 +27,7 @@ from .._wire import (
     flow_window,
     grpc_target,
 )
-from ..transport.lane import LaneCarrier, lane_or_unavailable
+from ..transport.lane import DEFAULT_SETTINGS, LaneCarrier, LaneSettings, lane_or_unavailable
 from ..transport.negotiate import TransportChoice
 from ..transport.opener import MuxPool
 from ..transport.sender import BATCH_LIMIT
@@ -149,6 +149,7 @@ class Upstream:
         max_response_head: int = DEFAULT_MAX_RESPONSE_HEAD,
         transport: str = "auto",
         mux_connections: int = 1,
+        lane: LaneSettings = DEFAULT_SETTINGS,
     ) -> None:
         self.plugin_id = plugin_id
         self.address = address
@@ -175,6 +176,7 @@ class Upstream:
             log,
             forced_why="Mattermost method" if mattermost else "set by configuration",
             address=address,
+            lane=lane,
         )
         self._mux_options = mux_channel_options(chunk_size, max_response_head)
         self._mux_channel: grpc.aio.Channel | None = None
@@ -190,7 +192,7 @@ class Upstream:
             window=mux_window(chunk_size),  # the same credit as on mux
             size=mux_connections,
             batch_limit=self._batch_limit,
-            carrier_factory=lambda: LaneCarrier(plugin_id, self._lane_path, lane_record),
+            carrier_factory=lambda: LaneCarrier(plugin_id, self._lane_path, lane_record, lane),
         )
 
     @property

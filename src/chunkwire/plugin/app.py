@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._wire import DEFAULT_CHUNK_SIZE
+from ..transport.lane import DEFAULT_SETTINGS, LaneSettings, lane_settings
 
 DEFAULT_HIGH_WATER_MARK = 65536
 DEFAULT_FINISH_TIMEOUT = 30.0
@@ -97,7 +98,10 @@ class Plugin:
     "call" (one ServeHTTP call per request, always served), "mux" (many
     requests on one Connect call, docs/protocol.md) and "lane" (the mux's
     frames on a unix socket next to the plugin's own, for same-host
-    gateways; only when listening on a unix socket).
+    gateways; only when listening on a unix socket). ``lane``: the plugin's
+    side of each lane (:class:`~chunkwire.transport.lane.LaneSettings`:
+    its ring's size, the body size that goes through it, the largest
+    gateway ring it maps, credit and handshake timeouts).
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class Plugin:
         max_init_size: int = DEFAULT_MAX_INIT_SIZE,
         max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
         transports: Iterable[str] = ("call", "mux", "lane"),
+        lane: LaneSettings = DEFAULT_SETTINGS,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -143,6 +148,7 @@ class Plugin:
                 f"got {transports}"
             )
         self.transports = transports
+        self.lane = lane_settings(lane)
         self.high_water_mark = high_water_mark
         self.finish_timeout = finish_timeout
         self.name = name

@@ -17,12 +17,14 @@ from collections.abc import Awaitable, Callable
 
 from .._sockets import listen_private_unix, remove_unix_socket
 from ..transport.lane import (
-    HANDSHAKE_TIMEOUT,
+    DEFAULT_SETTINGS,
     LaneContext,
     LaneError,
     LaneLink,
+    LaneSettings,
     accept_handshake,
     check_peer,
+    no_hello,
 )
 
 log = logging.getLogger("chunkwire.plugin")
@@ -33,10 +35,17 @@ Serve = Callable[[LaneContext], Awaitable[None]]
 class LaneListener:
     """Accepts lane connections on ``path`` (created 0600) and hands each to ``serve``."""
 
-    def __init__(self, path: str, serve: Serve, max_record: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        serve: Serve,
+        max_record: int,
+        settings: LaneSettings = DEFAULT_SETTINGS,
+    ) -> None:
         self.path = path
         self._serve = serve
         self._max_record = max_record
+        self.settings = settings
         self._sock: socket.socket | None = None
         self._ino: tuple[int, int] | None = None
         self._accepting: asyncio.Task[None] | None = None
@@ -63,18 +72,21 @@ class LaneListener:
         try:
             conn.setblocking(False)
             pid = check_peer(conn, self.uid)
-            rings = await asyncio.wait_for(accept_handshake(conn), HANDSHAKE_TIMEOUT)
+            settings = self.settings
+            rings = await asyncio.wait_for(
+                accept_handshake(conn, settings), settings.handshake_timeout
+            )
             link = await LaneLink.over(conn, self._max_record, rings)
         except (LaneError, OSError, TimeoutError) as exc:
             self.refused += 1
-            what = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            what = no_hello(self.settings) if isinstance(exc, TimeoutError) else str(exc)
             log.warning("lane connection on %s refused: %s", self.path, what)
             conn.close()
             return
         except BaseException:
             conn.close()
             raise
-        context = LaneContext(link, f"pid {pid}")
+        context = LaneContext(link, f"pid {pid}", self.settings)
         self.contexts.add(context)
         try:
             await self._serve(context)

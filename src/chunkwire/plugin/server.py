@@ -106,7 +106,9 @@ class PluginServer:
             return
         plugin = self.plugin
         record = max(BATCH_LIMIT, plugin.max_chunk_size + plugin.max_init_size) + 2 * _FRAMING
-        lane = LaneListener(path, lambda context: self.mux.connect(None, context), record)
+        lane = LaneListener(
+            path, lambda context: self.mux.connect(None, context), record, plugin.lane
+        )
         await lane.start()
         self.lane = lane
         self.service.transports.append("lane")

@@ -9,15 +9,15 @@ nothing on the data path is gRPC. Each side starts with a fixed-size HELLO
 records follow.
 
 Bodies through the rings: each side writes the body of a DATA frame of at
-least :data:`RING_THRESHOLD` bytes into its own ring (a sealed memfd, see
+least ``ring_threshold`` bytes into its own ring (a sealed memfd, see
 ``chunkwire._core.RingWriter``) and sends a RING frame with the chunk's
 descriptor instead; the receiver reads the chunk from its mapping of the
 peer's ring, turns it back into the DATA frame the stream code expects,
 releases it and returns the space with a RING_CREDIT frame. The stream
 protocol and its credit are untouched: a RING frame stands for exactly the
 DATA frame it replaces, byte count included. A writer whose ring stays
-full because the peer returns no credit for :data:`RING_CREDIT_TIMEOUT`
-seconds fails the lane.
+full because the peer returns no credit for ``credit_timeout`` seconds
+fails the lane. Sizes and timeouts are :class:`LaneSettings`, per side.
 
 The stream protocol is unchanged: the same sans-I/O ``Connection`` runs on
 both ends and the same stream code drives it. :class:`LaneCarrier` gives
@@ -36,11 +36,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -77,16 +79,91 @@ RING = 10  # DATA whose body is in the sender's ring; value: END = 1, FLUSH = 2;
 RING_CREDIT = 11  # stream 0; payload: descriptors of released chunks, 20 bytes each
 FLUSH = 2
 
-RING_SIZE = 8 * 1024 * 1024  # each side's ring
-RING_THRESHOLD = 16 * 1024  # DATA payloads this large or larger go through the ring
-MAX_PEER_RING = 256 * 1024 * 1024  # the largest ring of the peer's that this side maps
+RING_SIZE = 8 * 1024 * 1024
+RING_THRESHOLD = 16 * 1024
+MAX_PEER_RING = 256 * 1024 * 1024
 RING_CREDIT_TIMEOUT = 10.0
+MAX_RING_SIZE = 1 << 30
 
 _NO_METADATA = grpc.aio.Metadata()
 
 
+class SettingError(ValueError):
+    """A lane setting out of range; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"lane {field} {message}")
+        self.field = field
+        self.reason = message
+
+
+@dataclass(frozen=True)
+class LaneSettings:
+    """The same-host lane's limits on one side (each side applies its own).
+
+    - ``ring_size``: bytes of this side's shared-memory ring, the one its
+      bodies travel through (8 MiB); 0: no ring, every body goes inline on
+      the socket. Its pages count in both processes' RSS once used.
+    - ``ring_threshold``: body chunks of at least this many bytes go through
+      the ring, smaller ones inline (16 KiB). Chunks above half the ring
+      always go inline.
+    - ``max_peer_ring``: the largest ring of the peer's that this side maps
+      (256 MiB); a peer offering a larger one is refused (no lane).
+    - ``credit_timeout``: seconds this side waits for the peer to return
+      ring space before it fails the lane (10 s).
+    - ``handshake_timeout``: seconds for the peer's HELLO (5 s).
+
+    ValueError (a :class:`SettingError` naming the field) for a value out of
+    range: ``ring_size`` 0 or 2 x ``ring_threshold`` .. 1 GiB, the others
+    at least 1 (byte or second, finite).
+    """
+
+    ring_size: int = RING_SIZE
+    ring_threshold: int = RING_THRESHOLD
+    max_peer_ring: int = MAX_PEER_RING
+    credit_timeout: float = RING_CREDIT_TIMEOUT
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name in ("ring_size", "ring_threshold", "max_peer_ring"):
+            value = getattr(self, name)
+            if type(value) is not int:
+                raise SettingError(name, f"must be a whole number of bytes, got {value!r}")
+        for name in ("credit_timeout", "handshake_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SettingError(name, f"must be a number of seconds, got {value!r}")
+            if not 0 < value < math.inf:
+                raise SettingError(name, f"must be more than 0 seconds and finite, got {value!r}")
+        for name in ("ring_threshold", "max_peer_ring"):
+            value = getattr(self, name)
+            if value < 1:
+                raise SettingError(name, f"must be at least 1 byte, got {value}")
+        size = self.ring_size
+        if size and not 2 * self.ring_threshold <= size <= MAX_RING_SIZE:
+            raise SettingError(
+                "ring_size",
+                f"must be 0 (no ring) or from 2 x the ring threshold ({2 * self.ring_threshold}) "
+                f"to {MAX_RING_SIZE}, got {size}",
+            )
+
+
+DEFAULT_SETTINGS = LaneSettings()
+
+
+def lane_settings(value: object) -> LaneSettings:
+    """``value`` when it is a LaneSettings; TypeError otherwise (a dict is a common slip)."""
+    if not isinstance(value, LaneSettings):
+        raise TypeError(f"lane must be a LaneSettings, got {type(value).__name__}")
+    return value
+
+
 class LaneError(Exception):
     """The lane's peer broke its framing or handshake: the connection must close."""
+
+
+def no_hello(settings: LaneSettings) -> str:
+    return f"timed out: no HELLO within {settings.handshake_timeout:g} s"
 
 
 def lane_socket_path(grpc_socket: str) -> str:
@@ -176,8 +253,11 @@ async def send_hello(sock: socket.socket, ring: RingWriter | None = None) -> Non
         raise LaneError(f"HELLO sent short ({sent} of {len(data)} bytes)")
 
 
-async def receive_hello(sock: socket.socket) -> RingReader | None:
-    """The peer's HELLO, and a reader of the ring it carries (None when it has none)."""
+async def receive_hello(
+    sock: socket.socket, max_peer_ring: int = MAX_PEER_RING
+) -> RingReader | None:
+    """The peer's HELLO, and a reader of the ring it carries (None when it has none);
+    a ring above ``max_peer_ring`` bytes is a LaneError."""
     got = b""
     fds: list[int] = []
     try:
@@ -207,15 +287,18 @@ async def receive_hello(sock: socket.socket) -> RingReader | None:
     if not fds:
         return None
     try:
-        return RingReader(fds[0], ring_id, MAX_PEER_RING)  # owns the fd, also when refused
+        return RingReader(fds[0], ring_id, max_peer_ring)  # owns the fd, also when refused
     except (RingError, OSError) as exc:
         raise LaneError(f"the peer's ring is refused: {exc}") from None
 
 
-def new_ring(size: int | None = None) -> RingWriter | None:
-    """This side's ring, or None where shared memory is not available (bodies go inline)."""
+def new_ring(size: int = RING_SIZE) -> RingWriter | None:
+    """This side's ring, or None for size 0 or where shared memory is not
+    available (bodies go inline)."""
+    if not size:
+        return None
     try:
-        return RingWriter(RING_SIZE if size is None else size, secrets.randbits(32) or 1)
+        return RingWriter(size, secrets.randbits(32) or 1)
     except (RingError, OSError) as exc:
         log.debug("no shared-memory ring (bodies go inline): %s", exc)
         return None
@@ -312,9 +395,10 @@ class RingStalled(Exception):
 class LaneSender(BatchSender):
     """A BatchSender that moves large bodies into the ring and returns the peer's credit.
 
-    ``opener``: this side sends requests (else responses). ``on_stall`` is
-    called (once, with the reason) when the ring stayed full past
-    RING_CREDIT_TIMEOUT; the sender stops.
+    ``opener``: this side sends requests (else responses). Body chunks of
+    at least ``settings.ring_threshold`` bytes go through the ring.
+    ``on_stall`` is called (once, with the reason) when the ring stayed full
+    for ``settings.credit_timeout`` seconds; the sender stops.
     """
 
     def __init__(
@@ -326,11 +410,14 @@ class LaneSender(BatchSender):
         *,
         opener: bool,
         on_stall: Callable[[str], None],
+        settings: LaneSettings = DEFAULT_SETTINGS,
     ) -> None:
         super().__init__(proto, write, limit)
         self._get_rings = rings
         self._opener = opener
         self._on_stall = on_stall
+        self._threshold = settings.ring_threshold
+        self._credit_timeout = settings.credit_timeout
         self.ringed = 0  # DATA frames whose body went through the ring
 
     async def _run(self) -> None:
@@ -367,12 +454,15 @@ class LaneSender(BatchSender):
     async def _ringed(self, frame: Any, writer: BatchWriter, rings: Rings) -> Any:
         stream_id, _, value, payload = frame
         size = _size(payload)
-        if size < RING_THRESHOLD:
+        threshold = self._threshold
+        if size < threshold:  # the body is smaller still
             return frame
         message = decode_request_frame(payload) if self._opener else decode_response_frame(payload)
         if message.init is not None:
             return frame
         body = message.body
+        if body.nbytes < threshold:
+            return frame
         flush = not self._opener and message.flush
         ring = rings.writer
         assert ring is not None
@@ -390,7 +480,7 @@ class LaneSender(BatchSender):
     ) -> bytes:
         """Wait for the peer's credit until ``body`` fits; what is ready leaves meanwhile."""
         loop = asyncio.get_running_loop()
-        timeout = RING_CREDIT_TIMEOUT
+        timeout = self._credit_timeout
         deadline = loop.time() + timeout
         while True:
             if rings.owed:
@@ -482,11 +572,11 @@ def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, _NO_METADATA, _NO_METADATA, details=details)
 
 
-async def _open_handshake(sock: socket.socket, ring_size: int | None) -> Rings:
-    ring = new_ring(ring_size)
+async def _open_handshake(sock: socket.socket, settings: LaneSettings) -> Rings:
+    ring = new_ring(settings.ring_size)
     try:
         await send_hello(sock, ring)
-        peer = await receive_hello(sock)
+        peer = await receive_hello(sock, settings.max_peer_ring)
     except BaseException:
         if ring is not None:
             ring.close()
@@ -494,10 +584,12 @@ async def _open_handshake(sock: socket.socket, ring_size: int | None) -> Rings:
     return Rings(ring, peer)
 
 
-async def accept_handshake(sock: socket.socket, ring_size: int | None = None) -> Rings:
+async def accept_handshake(
+    sock: socket.socket, settings: LaneSettings = DEFAULT_SETTINGS
+) -> Rings:
     """The acceptor's side of the HELLOs: the opener's first, then ours."""
-    peer = await receive_hello(sock)
-    ring = new_ring(ring_size)
+    peer = await receive_hello(sock, settings.max_peer_ring)
+    ring = new_ring(settings.ring_size)
     try:
         await send_hello(sock, ring)
     except BaseException:
@@ -509,7 +601,9 @@ async def accept_handshake(sock: socket.socket, ring_size: int | None = None) ->
     return Rings(ring, peer)
 
 
-async def connect_lane(path: str, max_record: int, ring_size: int | None = None) -> LaneLink:
+async def connect_lane(
+    path: str, max_record: int, settings: LaneSettings = DEFAULT_SETTINGS
+) -> LaneLink:
     """Dial a plugin's lane socket, check its user, exchange HELLOs and rings."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -517,7 +611,12 @@ async def connect_lane(path: str, max_record: int, ring_size: int | None = None)
         sock.setblocking(False)
         await loop.sock_connect(sock, path)
         check_peer(sock)
-        rings = await asyncio.wait_for(_open_handshake(sock, ring_size), HANDSHAKE_TIMEOUT)
+        try:
+            rings = await asyncio.wait_for(
+                _open_handshake(sock, settings), settings.handshake_timeout
+            )
+        except TimeoutError:
+            raise LaneError(no_hello(settings)) from None
         return await LaneLink.over(sock, max_record, rings)
     except BaseException:
         sock.close()
@@ -537,10 +636,17 @@ class LaneCarrier:
     broke the protocol, an aborted client connection after.
     """
 
-    def __init__(self, name: str, lane_path: LanePath, max_record: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        lane_path: LanePath,
+        max_record: int,
+        settings: LaneSettings = DEFAULT_SETTINGS,
+    ) -> None:
         self._name = name
         self._lane_path = lane_path
         self._max_record = max_record
+        self.settings = settings
         self._link: asyncio.Future[LaneLink] | None = None
         self._rings: Rings | None = None
         self._sender: LaneSender | None = None
@@ -548,7 +654,13 @@ class LaneCarrier:
 
     def sender(self, proto: Connection, limit: int) -> BatchSender:
         self._sender = LaneSender(
-            proto, self.write, limit, self._get_rings, opener=True, on_stall=self._stalled
+            proto,
+            self.write,
+            limit,
+            self._get_rings,
+            opener=True,
+            on_stall=self._stalled,
+            settings=self.settings,
         )
         return self._sender
 
@@ -566,7 +678,7 @@ class LaneCarrier:
     async def _connect(self) -> LaneLink:
         try:
             path = await self._lane_path()
-            link = await connect_lane(path, self._max_record)
+            link = await connect_lane(path, self._max_record, self.settings)
         except grpc.aio.AioRpcError:
             raise
         except (OSError, LaneError, TimeoutError) as exc:
@@ -627,14 +739,23 @@ class LaneCarrier:
 class LaneContext:
     """The acceptor's lane, shaped as the servicer context the plugin's connection drives."""
 
-    def __init__(self, link: LaneLink, peer: str) -> None:
+    def __init__(
+        self, link: LaneLink, peer: str, settings: LaneSettings = DEFAULT_SETTINGS
+    ) -> None:
         self._link = link
         self.peer = peer
+        self.settings = settings
         self._sender: LaneSender | None = None
 
     def sender(self, proto: Connection, limit: int = BATCH_LIMIT) -> BatchSender:
         self._sender = LaneSender(
-            proto, self.write, limit, self._get_rings, opener=False, on_stall=self._stalled
+            proto,
+            self.write,
+            limit,
+            self._get_rings,
+            opener=False,
+            on_stall=self._stalled,
+            settings=self.settings,
         )
         return self._sender
 

@@ -11,7 +11,7 @@ import grpc.aio
 
 from .._proto import plugin_pb2
 from . import DESCRIBE_METHOD, TRANSPORT_CHOICES
-from .lane import LaneError, connect_lane, offered_lane
+from .lane import DEFAULT_SETTINGS, LaneError, LaneSettings, connect_lane, offered_lane
 from .sender import BATCH_LIMIT
 
 _DESCRIBE_TIMEOUT = 5.0
@@ -33,7 +33,7 @@ def describer(channel: Callable[[], grpc.aio.Channel]) -> Describe:
     return describe
 
 
-async def _probe(path: str) -> None:
+async def _probe(path: str, settings: LaneSettings) -> None:
     """Open and close one lane: the owner check and the HELLOs must pass.
 
     Catches what only a connection shows (a plugin of another user, a peer
@@ -41,7 +41,7 @@ async def _probe(path: str) -> None:
     back to mux instead of failing every request.
     """
     try:
-        link = await connect_lane(path, BATCH_LIMIT)
+        link = await connect_lane(path, BATCH_LIMIT, settings)
     except (LaneError, OSError, TimeoutError) as error:
         raise LaneError(f"it did not open ({path}: {error or 'timed out'})") from None
     link.close()
@@ -55,6 +55,7 @@ class TransportChoice:
     the plugin offering a lane next to it that opens: "lane"; else offering "mux":
     "mux"; else, or without Describe (UNIMPLEMENTED), "call". "lane" on a
     TCP address is a ValueError. The choice is logged once, with the reason.
+    ``lane``: the settings the probing lane connection opens with.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class TransportChoice:
         *,
         forced_why: str = "set by configuration",
         address: str = "",
+        lane: LaneSettings = DEFAULT_SETTINGS,
     ) -> None:
         if transport not in TRANSPORT_CHOICES:
             raise ValueError(f"transport must be one of {TRANSPORT_CHOICES}, got {transport!r}")
@@ -74,6 +76,7 @@ class TransportChoice:
                 f"plugin {name!r}: the lane transport needs a unix socket address, not {address!r}"
             )
         self.address = address
+        self.lane = lane
         self.name = name
         self.transport = transport
         self.chosen: str | None = None if transport == "auto" else transport
@@ -109,7 +112,7 @@ class TransportChoice:
             why = f"it offers {', '.join(info.transports) or 'no transport'}"
             if chosen == "mux" and self.address.startswith("unix:"):
                 try:
-                    await _probe(offered_lane(self.address, info))
+                    await _probe(offered_lane(self.address, info), self.lane)
                     chosen = "lane"
                 except LaneError as error:
                     if "lane" in info.transports:
