@@ -101,7 +101,7 @@ def available() -> bool:
 
 
 @contextmanager
-def plugin_target(chunk_size: int) -> Iterator[Target]:
+def plugin_target(chunk_size: int, transport: str = "auto") -> Iterator[Target]:
     env = _env(chunk_size)
     with tempfile.TemporaryDirectory(prefix="chunkwire-bench-asgi-") as tmp:
         sock = os.path.join(tmp, "fastapi.sock")
@@ -114,7 +114,8 @@ def plugin_target(chunk_size: int) -> Iterator[Target]:
             _wait_ready(_unix_ready(sock), plugin, "FastAPI plugin")
             gateway = subprocess.Popen(
                 [*py, "gateway", "--plugin", f"fastapi=unix:{sock}", "--port", str(port),
-                 "--chunk-size", str(chunk_size), "--log-level", "error"],
+                 "--chunk-size", str(chunk_size), "--log-level", "error",
+                 "--transport", transport],
                 **quiet,
             )
             procs["gateway"] = gateway
@@ -204,9 +205,13 @@ def _ws_url(target: Target) -> str:
 
 def ws_round_trips(url: str, seconds: float) -> float:
     """1 KiB messages echoed one at a time for ``seconds``: round trips per second."""
+    return _ws_round_trips(url, seconds)[0]
+
+
+def _ws_round_trips(url: str, seconds: float) -> tuple[float, int]:
     from websockets.asyncio.client import connect
 
-    async def run() -> float:
+    async def run() -> tuple[float, int]:
         payload = os.urandom(WS_SMALL)
         async with connect(url, compression=None, max_size=None) as ws:
             for _ in range(50):  # warm-up
@@ -219,7 +224,7 @@ def ws_round_trips(url: str, seconds: float) -> float:
                 await ws.send(payload)
                 await ws.recv()
                 count += 1
-            return count / (time.perf_counter() - start)
+            return count / (time.perf_counter() - start), count
 
     return asyncio.run(run())
 
@@ -248,29 +253,55 @@ def ws_echo_seconds(url: str, total: int) -> float:
     return asyncio.run(run())
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def websocket_rows(ns: argparse.Namespace, log: Callable[[str], None]) -> list[Row]:
-    """A FastAPI WebSocket echo as a plugin vs directly under uvicorn."""
+    """A FastAPI WebSocket echo as a plugin, on each transport, vs directly under uvicorn.
+
+    The round-trip rows also say the CPU time each process spent per round
+    trip (from /proc, so the machine's load does not inflate it).
+    """
     rounds: int = ns.rounds
     chunk_size: int = ns.chunk_size[0]
     total = min(ns.size, 64 * MIB)
     mb = max(1, total // WS_LARGE) * WS_LARGE / 1e6
-    log("  FastAPI WebSocket echo ...")
-    results: dict[str, tuple[float, float]] = {}
-    for name, opened in (("chunkwire", plugin_target(chunk_size)), ("uvicorn", uvicorn_target())):
-        with opened as target:
+    transports = getattr(ns, "transport", None) or ["lane", "mux", "call"]
+    targets = [(t, lambda t=t: plugin_target(chunk_size, t)) for t in transports]
+    results: dict[str, tuple[float, float, dict[str, float]]] = {}
+    for name, opened in [*targets, ("uvicorn", uvicorn_target)]:
+        log(f"  FastAPI WebSocket echo ({name}) ...")
+        with opened() as target:
             url = _ws_url(target)
             ws_round_trips(url, 0.5)  # warm-up
-            rtt = _median(lambda url=url: ws_round_trips(url, ns.seconds), rounds)
+            before = {p: _cpu_seconds(proc.pid) for p, proc in target.procs.items()}
+            runs = [_ws_round_trips(url, ns.seconds) for _ in range(rounds)]
+            count = sum(n for _, n in runs)
+            cpu = {
+                p: (_cpu_seconds(proc.pid) - before[p]) / count * 1e6
+                for p, proc in target.procs.items()
+            }
+            rtt = sorted(rate for rate, _ in runs)[len(runs) // 2]
             seconds = _median(lambda url=url: ws_echo_seconds(url, total), rounds)
-        results[name] = (rtt, mb / seconds)
-    (cw_rtt, cw_mbs), (ref_rtt, ref_mbs) = results["chunkwire"], results["uvicorn"]
+        results[name] = (rtt, mb / seconds, cpu)
+    ref_rtt, ref_mbs, ref_cpu = results["uvicorn"]
     note = "reference: the same FastAPI app under uvicorn; one session"
-    return [
-        Row("FastAPI WebSocket 1 KiB echo round trips/s", cw_rtt, ref_rtt, "msg/s",
-            cw_rtt / ref_rtt, note),
-        Row(f"FastAPI WebSocket echo, 256 KiB messages, {total / MIB:g} MiB", cw_mbs, ref_mbs,
-            "MB/s", cw_mbs / ref_mbs, note),
-    ]
+    rows = []
+    for transport in transports:
+        rtt, mbs, cpu = results[transport]
+        per = ", ".join(f"{p} {us:.0f}" for p, us in cpu.items())
+        cpu_note = f"CPU us per round trip: {per} (uvicorn {ref_cpu['uvicorn']:.0f})"
+        rows += [
+            Row(f"FastAPI WebSocket 1 KiB echo round trips/s ({transport})", rtt, ref_rtt,
+                "msg/s", rtt / ref_rtt, f"{note}; {cpu_note}"),
+            Row(f"FastAPI WebSocket echo, 256 KiB messages, {total / MIB:g} MiB ({transport})",
+                mbs, ref_mbs, "MB/s", mbs / ref_mbs, note),
+        ]
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,10 @@ BLOCK = 65536
 
 
 class WsAsgiStack(PluginsStack):
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, transport: str) -> None:
         specs = {"fastapi": "asgi_ws_apps:app", "starlette": "asgi_ws_apps:starlette_app"}
-        super().__init__(tmp, specs, "--max-message-size", "32m")
+        super().__init__(tmp, specs, "--max-message-size", "32m", "--transport", transport)
+        self.transport = transport
         self.http = self.url
         self.ws = self.http.replace("http://", "ws://")
         self.fastapi = self.ws + "/plugins/fastapi"
@@ -43,8 +44,8 @@ class WsAsgiStack(PluginsStack):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[WsAsgiStack]:  # type: ignore[no-untyped-def]
-    s = WsAsgiStack(tmp_path_factory.mktemp("asgi-ws"))
+def stack(tmp_path_factory, transport) -> Iterator[WsAsgiStack]:  # type: ignore[no-untyped-def]
+    s = WsAsgiStack(tmp_path_factory.mktemp("asgi-ws"), transport)
     try:
         yield s
     finally:
@@ -306,7 +307,9 @@ def test_client_that_vanishes_reaches_the_app_as_disconnect(stack: WsAsgiStack) 
 
 def test_gateway_killed_mid_session_reaches_the_app_as_disconnect(stack: WsAsgiStack) -> None:
     before = len(disconnects(stack, "idle"))
-    gateway, http = start_gateway({"fastapi": f"unix:{stack.socks['fastapi']}"})
+    gateway, http = start_gateway(
+        {"fastapi": f"unix:{stack.socks['fastapi']}"}, "--transport", stack.transport
+    )
     try:
 
         async def go() -> None:

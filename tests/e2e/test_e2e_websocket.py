@@ -27,7 +27,8 @@ BIG_LIMIT = 16 * MIB
 
 
 class WsStack:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, transport: str) -> None:
+        self.transport = transport
         self.sock = tmp / "ws.sock"
         self.small_sock = tmp / "ws-small.sock"
         self.plugin = start_plugin("ws_apps:plugin", self.sock)
@@ -37,8 +38,10 @@ class WsStack:
             "small": f"unix:{self.small_sock}",
             "down": f"unix:{tmp / 'nobody-listens.sock'}",
         }
-        self.gateway, url = start_gateway(plugins)
-        self.big_gateway, big_url = start_gateway(plugins, "--max-message-size", "16m")
+        self.gateway, url = start_gateway(plugins, "--transport", transport)
+        self.big_gateway, big_url = start_gateway(
+            plugins, "--transport", transport, "--max-message-size", "16m"
+        )
         self.http = url
         self.ws = url.replace("http://", "ws://")
         self.big_ws = big_url.replace("http://", "ws://")
@@ -52,8 +55,8 @@ class WsStack:
 
 
 @pytest.fixture(scope="module")
-def wss(tmp_path_factory) -> Iterator[WsStack]:
-    stack = WsStack(tmp_path_factory.mktemp("ws"))
+def wss(tmp_path_factory, transport) -> Iterator[WsStack]:
+    stack = WsStack(tmp_path_factory.mktemp("ws"), transport)
     try:
         yield stack
     finally:
@@ -308,10 +311,10 @@ def test_handler_returning_closes_1000(wss):
     run(go())
 
 
-def test_plugin_killed_mid_session_closes_1011(tmp_path):
+def test_plugin_killed_mid_session_closes_1011(tmp_path, transport):
     sock = tmp_path / "killed.sock"
     plugin = start_plugin("ws_apps:plugin", sock)
-    gateway, url = start_gateway({"ws": f"unix:{sock}"})
+    gateway, url = start_gateway({"ws": f"unix:{sock}"}, "--transport", transport)
     try:
 
         async def go():
@@ -331,7 +334,9 @@ def test_plugin_killed_mid_session_closes_1011(tmp_path):
 
 
 def test_keepalive_pings_at_the_configured_interval(wss, tmp_path):
-    gateway, url = start_gateway({"ws": f"unix:{wss.sock}"}, "--ws-ping-interval", "0.2")
+    gateway, url = start_gateway(
+        {"ws": f"unix:{wss.sock}"}, "--transport", wss.transport, "--ws-ping-interval", "0.2"
+    )
     try:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=30) as sock:

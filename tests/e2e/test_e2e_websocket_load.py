@@ -4,6 +4,7 @@ abrupt disconnects leave nothing behind, and many idle sessions cost little memo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from e2e_stack import ROOT, start_gateway, start_plugin
 from websockets.asyncio.client import connect
+from ws_apps import stamped
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,10 +24,13 @@ MIB = 1 << 20
 
 
 class LoadStack:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, transport: str) -> None:
+        self.transport = transport
         self.sock = tmp / "load.sock"
         self.plugin = start_plugin("ws_apps:plugin", self.sock)
-        self.gateway, self.http = start_gateway({"ws": f"unix:{self.sock}"})
+        self.gateway, self.http = start_gateway(
+            {"ws": f"unix:{self.sock}"}, "--transport", transport
+        )
         self.ws = self.http.replace("http://", "ws://") + "/plugins/ws"
 
     def gateway_stats(self) -> dict:
@@ -34,14 +39,19 @@ class LoadStack:
     def plugin_stats(self) -> dict:
         return httpx.get(f"{self.http}/plugins/ws/stats").json()
 
+    @property
+    def own_streams(self) -> int:
+        """The plugin's stream table with nothing open but the stats request's own stream."""
+        return 0 if self.transport == "call" else 1
+
     def close(self) -> None:
         self.gateway.stop()
         self.plugin.stop()
 
 
 @pytest.fixture
-def load(tmp_path) -> Iterator[LoadStack]:
-    stack = LoadStack(tmp_path)
+def load(tmp_path, transport) -> Iterator[LoadStack]:
+    stack = LoadStack(tmp_path, transport)
     try:
         yield stack
     finally:
@@ -143,6 +153,90 @@ def test_handler_that_stops_receiving_stops_the_client(load):
     run(until(lambda: load.plugin_stats()["sessions"] == 0, "stalled session ended"))
 
 
+def test_each_session_is_a_stream_of_the_connection_on_mux_and_lane(load):
+    """Three open sessions: on mux and lane, three streams in both sides' tables and no
+    ServeWebSocket call on either side; on call, three ServeWebSocket calls."""
+    base = load.plugin_stats()
+
+    async def go():
+        sessions = [await connect(f"{load.ws}/idle") for _ in range(3)]
+        for i, ws in enumerate(sessions):
+            await ws.send(f"session {i}")
+            assert await ws.recv() == f"session {i}"
+        stats = await asyncio.gather(
+            asyncio.to_thread(load.gateway_stats), asyncio.to_thread(load.plugin_stats)
+        )
+        for ws in sessions:
+            await ws.close()
+        return stats
+
+    gw, plugin = run(go())
+    assert gw[f"websockets_{load.transport}"] == 3
+    assert gw["websockets"] == 3
+    if load.transport == "call":
+        assert plugin["ws_calls"] - base["ws_calls"] == 3
+        assert gw["calls"]["ws"] >= 3
+        assert gw["mux_streams"]["ws"] == 0
+        assert plugin["mux_streams"] == 0
+    else:
+        assert plugin["ws_calls"] == 0
+        assert gw["calls"]["ws"] <= 1  # the Connect call on mux, none on the lane
+        assert gw["mux_streams"]["ws"] == 3
+        assert plugin["mux_streams"] == 3 + load.own_streams
+    run(until(lambda: load.plugin_stats()["sessions"] == 0, "sessions ended"))
+
+
+def test_stalled_sessions_stop_only_themselves(load):
+    """A session whose client stops reading and one whose handler stops receiving, on
+    the plugin's connection: HTTP transfers of several stream windows each way and
+    another session's 8 MiB of messages go through meanwhile, and the stalled two stay
+    stalled (on mux and lane each holds only its own stream's credit)."""
+    block = os.urandom(BLOCK)
+
+    async def go():
+        flood = await connect(f"{load.ws}/flood", max_size=None)
+        assert len(await flood.recv()) == BLOCK
+        stall = await connect(f"{load.ws}/stall")
+        sent = 0
+
+        async def sender():
+            nonlocal sent
+            while True:
+                await stall.send(block)
+                sent += 1
+
+        task = asyncio.create_task(sender())
+        await until(lambda: load.plugin_stats()["stall_received"] == 1, "first message")
+        flooded = await until_stable(lambda: load.plugin_stats()["flood_sent"])
+        stalled_at = await until_stable(lambda: sent)
+
+        async with httpx.AsyncClient(timeout=60) as http:
+            response = await http.get(f"{load.http}/plugins/ws/blob/{8 * MIB + 5}")
+            assert response.content == stamped(8 * MIB + 5, seed=7)
+            body = os.urandom(8 * MIB + 3)
+            response = await http.post(f"{load.http}/plugins/ws/sha256", content=body)
+            assert response.json() == {
+                "size": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(),
+            }
+        async with connect(f"{load.ws}/echo", max_size=None) as other:
+            for i in range(16):
+                message = stamped(512 * 1024 + i, seed=i)
+                await other.send(message)
+                assert await other.recv() == message
+
+        assert load.plugin_stats()["flood_sent"] == flooded
+        assert sent == stalled_at
+        task.cancel()
+        flood.transport.abort()
+        stall.transport.abort()
+        return flooded, stalled_at
+
+    flooded, stalled_at = run(go())
+    print(f"flood held at {flooded} messages, client sends at {stalled_at}")
+    run(until(lambda: load.plugin_stats()["sessions"] == 0, "stalled sessions ended"))
+
+
 # -- abrupt disconnects ----------------------------------------------------------------
 
 ROUNDS = 200
@@ -170,6 +264,11 @@ def settled(load: LoadStack, closed: int) -> tuple[dict, dict]:
             and load.plugin_stats()["sessions"] == 0,
             "no session left",
         )
+        await until(
+            lambda: load.gateway_stats()["mux_streams"]["ws"] == 0
+            and load.plugin_stats()["mux_streams"] == load.own_streams,
+            "stream tables empty",
+        )
 
     run(wait())
     time.sleep(0.3)
@@ -189,6 +288,13 @@ def test_abrupt_disconnects_leave_nothing_behind(load):
     assert set(closed) <= {"1005", "1006"}
     assert sum(closed.values()) == WARMUP + ROUNDS
     assert gw_after["websockets"] == WARMUP + ROUNDS
+    # each session was a stream of the multiplexed connection (mux, lane), or a
+    # ServeWebSocket call (call), and the stream tables are empty on both sides
+    assert gw_after[f"websockets_{load.transport}"] == WARMUP + ROUNDS
+    calls = WARMUP + ROUNDS if load.transport == "call" else 0
+    assert plugin_after["ws_calls"] == calls
+    assert gw_after["mux_streams"]["ws"] == 0
+    assert plugin_after["mux_streams"] == load.own_streams
     # no tasks, calls or memory left behind on either side
     assert gw_after["tasks"] <= gw_before["tasks"]
     assert plugin_after["tasks"] <= plugin_before["tasks"]

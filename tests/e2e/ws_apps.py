@@ -23,6 +23,28 @@ running = {"sessions": 0, "flood_sent": 0, "stall_received": 0}
 idle_closed: dict[str, int] = {}
 
 
+_servers: list = []  # the PluginServer serving ``plugin``, for its tables in /stats
+_start = plugin.start
+
+
+async def _start_and_keep(listen: str):  # type: ignore[no-untyped-def]
+    server = await _start(listen)
+    _servers.append(server)
+    return server
+
+
+plugin.start = _start_and_keep  # type: ignore[method-assign]
+
+
+def _server_tables() -> dict[str, int]:
+    """Streams on the plugin's multiplexed connections (this request's own included)
+    and the ServeWebSocket calls it has served."""
+    if not _servers:
+        return {}
+    server = _servers[-1]
+    return {"mux_streams": server.mux_streams, "ws_calls": server.websocket.servicer.calls}
+
+
 def _memory() -> dict[str, int]:
     from chunkwire.gateway import memory_kb
 
@@ -35,9 +57,27 @@ async def stats(request: Request, response: Response) -> None:
         **running,
         "idle_closed": idle_closed,
         "tasks": len(asyncio.all_tasks()),
+        **_server_tables(),
         **_memory(),
     }
     await response.write(json.dumps(payload).encode())
+
+
+@plugin.route("/blob/{size:int}")
+async def blob(request: Request, response: Response) -> None:
+    """``size`` bytes stamped with their positions (seed 7)."""
+    await response.write(stamped(int(request.path_params["size"]), seed=7))
+
+
+@plugin.route("/sha256", methods=["POST"])
+async def sha256(request: Request, response: Response) -> None:
+    """The request body's size and sha256, read chunk by chunk."""
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.body:
+        digest.update(chunk)
+        size += len(chunk)
+    await response.write(json.dumps({"size": size, "sha256": digest.hexdigest()}).encode())
 
 
 @plugin.route("/seen")

@@ -1,29 +1,65 @@
 """The gateway's WebSocket bridge called as an ASGI app: authentication, its own
-message limit (under a server with a larger one), and what it accepts from plugins."""
+message limit (under a server with a larger one), and what it accepts from plugins,
+on every transport (the conftest's ``transport``): plugins are real ones or fakes
+serving ServeWebSocket ("call") or WebSocket streams on Connect or a lane."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import gateway_fakes
 import grpc
 import grpc.aio
 import pytest
 
 from chunkwire import Plugin
 from chunkwire import _websocket as wire
-from chunkwire._proto import http_pb2, websocket_pb2
+from chunkwire._core import decode_batch
+from chunkwire._proto import http_pb2, plugin_pb2, websocket_pb2
+from chunkwire._wire import identity
 from chunkwire.errors import WebSocketClosed
 from chunkwire.gateway import Gateway, Identity, Reject
+from chunkwire.plugin.lane import LaneListener
+from chunkwire.transport import CONNECT_METHOD, DESCRIBE_METHOD
+from chunkwire.transport.mux import (
+    Connection,
+    CreditAvailable,
+    DataReceived,
+    StreamOpened,
+    StreamReset,
+)
+from chunkwire.transport.sender import BatchSender
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+_GATEWAYS: list[Gateway] = []
+
+
+def new_gateway(address: str, **options: Any) -> Gateway:
+    """A gateway to plugin "p" on the test's transport."""
+    gateway = Gateway({"p": address}, transport=gateway_fakes.TRANSPORT, **options)
+    _GATEWAYS.append(gateway)
+    return gateway
+
+
+@pytest.fixture(autouse=True)
+def sessions_on_the_transport(transport: str) -> Iterator[None]:
+    """Every session a test's gateways opened went over the test's transport."""
+    _GATEWAYS.clear()
+    yield
+    for gateway in _GATEWAYS:
+        counters = gateway._counters
+        assert counters.get("websockets", 0) == counters.get(f"websockets_{transport}", 0)
+    _GATEWAYS.clear()
 
 
 class Client:
@@ -113,7 +149,7 @@ def test_authenticate_reject_refuses_the_handshake():
             def authenticate(scope):
                 raise Reject(401, "who are you")
 
-            gateway = Gateway({"p": address}, authenticate=authenticate)
+            gateway = new_gateway(address, authenticate=authenticate)
             client = Client("/plugins/p/echo")
             await gateway(client.scope, client.receive, client.send)
             await gateway.aclose()
@@ -137,7 +173,7 @@ def test_identity_reaches_the_plugin_and_forged_headers_do_not():
             async def authenticate(scope):
                 return Identity(user_id="u-7")
 
-            gateway = Gateway({"p": address}, authenticate=authenticate)
+            gateway = new_gateway(address, authenticate=authenticate)
             client = Client(
                 "/plugins/p/echo", headers=[(b"x-chunkwire-user-id", b"forged")]
             )
@@ -157,29 +193,159 @@ def test_identity_reaches_the_plugin_and_forged_headers_do_not():
 FakeSession = Callable[[Any], Awaitable[None]]
 
 
+class _SessionContext:
+    """One WebSocket stream, with the read/write of a ServeWebSocket call's context."""
+
+    def __init__(self, conn: _FakeSessions, stream_id: int, init: Any) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.messages: list[Any] = [init]
+        self.wakeup = asyncio.Event()
+        self.gone = False
+
+    async def read(self) -> Any:
+        proto = self.conn.proto
+        while not self.messages:
+            state = proto.streams.get(self.stream_id)
+            if self.gone or state is None or not state.remote_open:
+                return grpc.aio.EOF
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        message = self.messages.pop(0)
+        self.conn.proto.consumed(self.stream_id, len(message))
+        self.conn.sender.kick()
+        return message
+
+    async def write(self, message: bytes) -> None:
+        proto = self.conn.proto
+        while not proto.can_send(self.stream_id):
+            if self.gone or self.stream_id not in proto.streams:
+                raise RuntimeError("stream closed")
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        proto.send_data(self.stream_id, message)
+        self.conn.sender.kick()
+
+
+class _FakeSessions:
+    """A Connect call (or lane connection) whose WebSocket streams each run ``serve``
+    as a ServeWebSocket call would; its return is the stream's END."""
+
+    def __init__(self, serve: Callable[[Any, Any], Awaitable[None]], context: Any) -> None:
+        self.serve = serve
+        self.context = context
+        self.proto = Connection(opener=False)
+        make_sender = getattr(context, "sender", None)
+        if make_sender is None:
+            self.sender = BatchSender(self.proto, context.write)
+        else:
+            self.sender = make_sender(self.proto)
+        self.decode = getattr(context, "decode", decode_batch)
+        self.streams: dict[int, _SessionContext] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        self.sender.start()
+        try:
+            while (data := await self.context.read()) is not grpc.aio.EOF:
+                for event in self.proto.receive(self.decode(data)):
+                    self.on(event)
+                self.sender.kick()
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await self.sender.close()
+
+    def on(self, event: Any) -> None:
+        if isinstance(event, StreamOpened):
+            assert event.websocket, "the fake takes WebSocket streams only"
+            stream = _SessionContext(self, event.stream_id, event.payload)
+            self.streams[event.stream_id] = stream
+            task = asyncio.ensure_future(self._run(stream))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif isinstance(event, CreditAvailable):
+            for stream in self.streams.values():
+                stream.wakeup.set()
+        elif isinstance(event, (DataReceived, StreamReset)):
+            stream = self.streams.get(event.stream_id)
+            if stream is None:
+                return
+            if isinstance(event, StreamReset):
+                stream.gone = True
+            elif len(event.payload):
+                stream.messages.append(event.payload)
+            stream.wakeup.set()
+
+    async def _run(self, stream: _SessionContext) -> None:
+        with contextlib.suppress(RuntimeError):
+            await self.serve(None, stream)
+        state = self.proto.streams.get(stream.stream_id)
+        if state is not None and state.local_open:
+            self.proto.send_data(stream.stream_id, b"", end=True)
+            self.sender.kick()
+        self.streams.pop(stream.stream_id, None)
+
+
 @contextlib.asynccontextmanager
 async def fake_plugin(session: FakeSession) -> AsyncIterator[str]:
+    """A plugin running ``session`` for each WebSocket session, on the test's transport:
+    ServeWebSocket only ("call"), or WebSocket streams on Connect ("mux") and on a
+    lane too ("lane")."""
+
     async def serve(request_iterator, context):
         first = wire.parse(await context.read())
         assert first.WhichOneof("kind") == "init"
         await session(context)
 
+    transport = gateway_fakes.TRANSPORT
     server = grpc.aio.server()
-    handler = grpc.stream_stream_rpc_method_handler(
-        serve, request_deserializer=None, response_serializer=None
-    )
-    service, name = wire.SERVE_WEBSOCKET_METHOD.lstrip("/").split("/")
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service, {name: handler}),)
-    )
     with tempfile.TemporaryDirectory(prefix="chunkwire-ws-") as tmp:
         address = f"unix:{tmp}/fake.sock"
+        lane = None
+        if transport == "call":
+            handler = grpc.stream_stream_rpc_method_handler(
+                serve, request_deserializer=None, response_serializer=None
+            )
+            service, name = wire.SERVE_WEBSOCKET_METHOD.lstrip("/").split("/")
+            methods = {name: handler}
+        else:
+            info = plugin_pb2.PluginInfo(
+                name="fake", transports=["call", "mux"], mux_streams=["websocket"]
+            )
+            if transport == "lane":
+                info.lane_socket = f"{tmp}/fake.sock.lane"
+                info.transports.append("lane")
+                lane = LaneListener(
+                    info.lane_socket, lambda context: _FakeSessions(serve, context).run(), 1 << 21
+                )
+
+            async def describe(request: bytes, context: Any) -> bytes:
+                return info.SerializeToString()
+
+            async def connect(request_iterator: Any, context: Any) -> None:
+                await _FakeSessions(serve, context).run()
+
+            service, describe_name = DESCRIBE_METHOD.lstrip("/").split("/")
+            methods = {
+                describe_name: grpc.unary_unary_rpc_method_handler(
+                    describe, request_deserializer=identity, response_serializer=identity
+                ),
+                CONNECT_METHOD.rsplit("/", 1)[1]: grpc.stream_stream_rpc_method_handler(
+                    connect, request_deserializer=None, response_serializer=None
+                ),
+            }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
         server.add_insecure_port(address)
         await server.start()
+        if lane is not None:
+            await lane.start()
         try:
             yield address
         finally:
             await server.stop(0)
+            if lane is not None:
+                await lane.close(0, lambda: False)
 
 
 def data_frame(payload: bytes, final: bool) -> bytes:
@@ -189,7 +355,7 @@ def data_frame(payload: bytes, final: bool) -> bytes:
 
 async def through_fake(session: FakeSession, **client_options) -> list[dict]:
     async with fake_plugin(session) as address:
-        gateway = Gateway({"p": address}, max_message_size=1000)
+        gateway = new_gateway(address, max_message_size=1000)
         client = Client("/plugins/p/x", **client_options)
         await gateway(client.scope, client.receive, client.send)
         await gateway.aclose()
@@ -210,7 +376,7 @@ def test_gateway_enforces_its_limit_under_a_server_with_a_larger_one():
 
     async def main():
         async with fake_plugin(session) as address:
-            gateway = Gateway({"p": address}, max_message_size=100)
+            gateway = new_gateway(address, max_message_size=100)
             client = Client("/plugins/p/x")
             task = asyncio.ensure_future(gateway(client.scope, client.receive, client.send))
             await client.wait_for("websocket.accept")
@@ -329,7 +495,7 @@ def test_send_after_close_raises_websocket_closed():
 
     async def main():
         async with plugin_server(plugin) as address:
-            gateway = Gateway({"p": address})
+            gateway = new_gateway(address)
             client = Client("/plugins/p/x")
             await gateway(client.scope, client.receive, client.send)
             await gateway.aclose()
@@ -362,7 +528,7 @@ def test_plugin_api_refuses_misuse():
 
     async def main():
         async with plugin_server(plugin) as address:
-            gateway = Gateway({"p": address})
+            gateway = new_gateway(address)
             client = Client("/plugins/p/x")
             await gateway(client.scope, client.receive, client.send)
             await gateway.aclose()
@@ -393,7 +559,7 @@ def test_request_init_matches_http():
 
     async def main():
         async with plugin_server(plugin) as address:
-            gateway = Gateway({"p": address})
+            gateway = new_gateway(address)
             client = Client("/plugins/p/x", headers=[(b"user-agent", b"t/1")])
             await gateway(client.scope, client.receive, client.send)
             await gateway.aclose()
@@ -406,3 +572,43 @@ def test_request_init_matches_http():
     assert init.content_length == 0
     assert init.plugin_context.user_agent == "t/1"
     assert init.remote_addr == "127.0.0.1:5000"
+
+
+# -- which carrier a session takes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("offers", [True, False], ids=["websocket-streams", "older-plugin"])
+def test_session_is_a_stream_only_where_the_plugin_offers_it(transport, offers):
+    """A plugin's Describe lists "websocket" in mux_streams: on mux and lane each session
+    is a stream of the connection and no ServeWebSocket call reaches the plugin. A plugin
+    that offers mux but not WebSocket streams (an older chunkwire) gets a ServeWebSocket
+    call per session, whatever carries its HTTP requests."""
+    seen: dict = {}
+
+    async def main():
+        with tempfile.TemporaryDirectory(prefix="chunkwire-ws-") as tmp:
+            async with echo_plugin(seen).serving(f"unix:{tmp}/plugin.sock") as server:
+                if not offers:
+                    server.service.mux_streams.clear()
+                gateway = Gateway({"p": server.address}, transport=transport)
+                client = Client("/plugins/p/echo")
+                task = asyncio.ensure_future(gateway(client.scope, client.receive, client.send))
+                await client.wait_for("websocket.accept")
+                client.push(text="one")
+                await client.wait_for("websocket.send")
+                during = (
+                    server.websocket.servicer.calls,
+                    server.mux_streams,
+                    gateway.stats()["mux_streams"]["p"],
+                )
+                client.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+                await task
+                await gateway.aclose()
+                return during, gateway._counters
+
+    (calls, plugin_streams, gateway_streams), counters = run(main())
+    streams = offers and transport != "call"
+    assert calls == (0 if streams else 1)
+    assert plugin_streams == gateway_streams == (1 if streams else 0)
+    assert counters[f"websockets_{transport if streams else 'call'}"] == 1
+    assert seen["close"] == (1000, "")

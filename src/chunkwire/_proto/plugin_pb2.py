@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63hunkwire/v1/plugin.proto\x12\x0c\x63hunkwire.v1\"\x11\n\x0f\x44\x65scribeRequest\"\xb1\x01\n\nPluginInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\ntransports\x18\x03 \x03(\t\x12\x16\n\x0emax_chunk_size\x18\x04 \x01(\x04\x12\x15\n\rmax_init_size\x18\x05 \x01(\x04\x12\x18\n\x10max_header_count\x18\x06 \x01(\r\x12\x12\n\nchunk_size\x18\x07 \x01(\x04\x12\x13\n\x0blane_socket\x18\x08 \x01(\t\"d\n\x08MuxFrame\x12\x11\n\tstream_id\x18\x01 \x01(\x04\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.chunkwire.v1.FrameKind\x12\r\n\x05value\x18\x03 \x01(\x04\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"2\n\x08MuxBatch\x12&\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x16.chunkwire.v1.MuxFrame*\xa3\x02\n\tFrameKind\x12\x1a\n\x16\x46RAME_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46RAME_KIND_OPEN\x10\x01\x12\x13\n\x0f\x46RAME_KIND_DATA\x10\x02\x12\x15\n\x11\x46RAME_KIND_WINDOW\x10\x03\x12\x14\n\x10\x46RAME_KIND_RESET\x10\x04\x12\x17\n\x13\x46RAME_KIND_CONTINUE\x10\x05\x12\x18\n\x14\x46RAME_KIND_DELIVERED\x10\x06\x12\x13\n\x0f\x46RAME_KIND_PING\x10\x07\x12\x13\n\x0f\x46RAME_KIND_PONG\x10\x08\x12\x15\n\x11\x46RAME_KIND_GOAWAY\x10\t\x12\x13\n\x0f\x46RAME_KIND_RING\x10\n\x12\x1a\n\x16\x46RAME_KIND_RING_CREDIT\x10\x0b\x32\x8c\x01\n\x06Plugin\x12\x43\n\x08\x44\x65scribe\x12\x1d.chunkwire.v1.DescribeRequest\x1a\x18.chunkwire.v1.PluginInfo\x12=\n\x07\x43onnect\x12\x16.chunkwire.v1.MuxBatch\x1a\x16.chunkwire.v1.MuxBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63hunkwire/v1/plugin.proto\x12\x0c\x63hunkwire.v1\"\x11\n\x0f\x44\x65scribeRequest\"\xc6\x01\n\nPluginInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\ntransports\x18\x03 \x03(\t\x12\x16\n\x0emax_chunk_size\x18\x04 \x01(\x04\x12\x15\n\rmax_init_size\x18\x05 \x01(\x04\x12\x18\n\x10max_header_count\x18\x06 \x01(\r\x12\x12\n\nchunk_size\x18\x07 \x01(\x04\x12\x13\n\x0blane_socket\x18\x08 \x01(\t\x12\x13\n\x0bmux_streams\x18\t \x03(\t\"d\n\x08MuxFrame\x12\x11\n\tstream_id\x18\x01 \x01(\x04\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.chunkwire.v1.FrameKind\x12\r\n\x05value\x18\x03 \x01(\x04\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"2\n\x08MuxBatch\x12&\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x16.chunkwire.v1.MuxFrame*\xa3\x02\n\tFrameKind\x12\x1a\n\x16\x46RAME_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46RAME_KIND_OPEN\x10\x01\x12\x13\n\x0f\x46RAME_KIND_DATA\x10\x02\x12\x15\n\x11\x46RAME_KIND_WINDOW\x10\x03\x12\x14\n\x10\x46RAME_KIND_RESET\x10\x04\x12\x17\n\x13\x46RAME_KIND_CONTINUE\x10\x05\x12\x18\n\x14\x46RAME_KIND_DELIVERED\x10\x06\x12\x13\n\x0f\x46RAME_KIND_PING\x10\x07\x12\x13\n\x0f\x46RAME_KIND_PONG\x10\x08\x12\x15\n\x11\x46RAME_KIND_GOAWAY\x10\t\x12\x13\n\x0f\x46RAME_KIND_RING\x10\n\x12\x1a\n\x16\x46RAME_KIND_RING_CREDIT\x10\x0b\x32\x8c\x01\n\x06Plugin\x12\x43\n\x08\x44\x65scribe\x12\x1d.chunkwire.v1.DescribeRequest\x1a\x18.chunkwire.v1.PluginInfo\x12=\n\x07\x43onnect\x12\x16.chunkwire.v1.MuxBatch\x1a\x16.chunkwire.v1.MuxBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chunkwire.v1.plugin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FRAMEKIND']._serialized_start=397
-  _globals['_FRAMEKIND']._serialized_end=688
+  _globals['_FRAMEKIND']._serialized_start=418
+  _globals['_FRAMEKIND']._serialized_end=709
   _globals['_DESCRIBEREQUEST']._serialized_start=43
   _globals['_DESCRIBEREQUEST']._serialized_end=60
   _globals['_PLUGININFO']._serialized_start=63
-  _globals['_PLUGININFO']._serialized_end=240
-  _globals['_MUXFRAME']._serialized_start=242
-  _globals['_MUXFRAME']._serialized_end=342
-  _globals['_MUXBATCH']._serialized_start=344
-  _globals['_MUXBATCH']._serialized_end=394
-  _globals['_PLUGIN']._serialized_start=691
-  _globals['_PLUGIN']._serialized_end=831
+  _globals['_PLUGININFO']._serialized_end=261
+  _globals['_MUXFRAME']._serialized_start=263
+  _globals['_MUXFRAME']._serialized_end=363
+  _globals['_MUXBATCH']._serialized_start=365
+  _globals['_MUXBATCH']._serialized_end=415
+  _globals['_PLUGIN']._serialized_start=712
+  _globals['_PLUGIN']._serialized_end=852
 # @@protoc_insertion_point(module_scope)

@@ -39,7 +39,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PluginInfo(_message.Message):
-    __slots__ = ("name", "version", "transports", "max_chunk_size", "max_init_size", "max_header_count", "chunk_size", "lane_socket")
+    __slots__ = ("name", "version", "transports", "max_chunk_size", "max_init_size", "max_header_count", "chunk_size", "lane_socket", "mux_streams")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TRANSPORTS_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class PluginInfo(_message.Message):
     MAX_HEADER_COUNT_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     LANE_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    MUX_STREAMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     transports: _containers.RepeatedScalarFieldContainer[str]
@@ -56,7 +57,8 @@ class PluginInfo(_message.Message):
     max_header_count: int
     chunk_size: int
     lane_socket: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., transports: _Optional[_Iterable[str]] = ..., max_chunk_size: _Optional[int] = ..., max_init_size: _Optional[int] = ..., max_header_count: _Optional[int] = ..., chunk_size: _Optional[int] = ..., lane_socket: _Optional[str] = ...) -> None: ...
+    mux_streams: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., transports: _Optional[_Iterable[str]] = ..., max_chunk_size: _Optional[int] = ..., max_init_size: _Optional[int] = ..., max_header_count: _Optional[int] = ..., chunk_size: _Optional[int] = ..., lane_socket: _Optional[str] = ..., mux_streams: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MuxFrame(_message.Message):
     __slots__ = ("stream_id", "kind", "value", "payload")

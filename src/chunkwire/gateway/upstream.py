@@ -31,6 +31,7 @@ from ..transport.lane import DEFAULT_SETTINGS, LaneCarrier, LaneSettings, lane_o
 from ..transport.negotiate import TransportChoice
 from ..transport.opener import MuxPool
 from ..transport.sender import BATCH_LIMIT
+from ..transport.session import SessionCall
 
 log = logging.getLogger("chunkwire.gateway")
 _DESCRIBE_TIMEOUT = 5.0
@@ -168,6 +169,7 @@ class Upstream:
         self._describing: asyncio.Future[plugin_pb2.PluginInfo] | None = None
         self.info: plugin_pb2.PluginInfo | None = None
         self._ws_stub: Any = None
+        self._ws_streams: bool | None = None  # sessions as mux streams (Describe)
         # The Mattermost method name means a Mattermost-style peer: no mux.
         self.choice = TransportChoice(
             plugin_id,
@@ -257,13 +259,37 @@ class Upstream:
         """Streams open on the multiplexed connections (0 once all ended)."""
         return self._pool.open_streams() + self._lane_pool.open_streams()
 
-    def open_websocket(self) -> grpc.aio.StreamStreamCall:
-        """Start one ServeWebSocket stream (raw bytes both ways)."""
+    async def open_websocket(self) -> tuple[Any, str]:
+        """One WebSocket session's call and its transport: a stream on the
+        plugin's multiplexed connection ("mux" or "lane") when its Describe
+        lists "websocket" in ``mux_streams``, else a ServeWebSocket call
+        ("call"; raw bytes both ways)."""
+        chosen = await self.choice.get()
+        if chosen in ("mux", "lane") and await self._session_streams(chosen):
+            pool = self._pool if chosen == "mux" else self._lane_pool
+            return pool.open_call(SessionCall), chosen
         if self._ws_stub is None:
             self._ws_stub = self._ensure_channel().stream_stream(
                 SERVE_WEBSOCKET_METHOD, request_serializer=None, response_deserializer=None
             )
-        return self._ws_stub()
+        return self._ws_stub(), "call"
+
+    async def _session_streams(self, chosen: str) -> bool:
+        """Whether the plugin takes WebSocket sessions as streams (asked once, logged once)."""
+        offered = self._ws_streams
+        if offered is None:
+            info = self.choice.info or self.info
+            if info is None:
+                try:
+                    info = await self.describe()
+                except grpc.aio.AioRpcError as error:
+                    if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                        return False  # not reachable now: ask again next time
+                    info = plugin_pb2.PluginInfo()
+            offered = self._ws_streams = "websocket" in info.mux_streams
+            how = f"streams on the {chosen} transport" if offered else "ServeWebSocket calls"
+            log.info("plugin %r: WebSocket sessions as %s", self.plugin_id, how)
+        return offered
 
     async def describe(self) -> plugin_pb2.PluginInfo:
         """Ask the plugin who it is (``chunkwire.v1.Plugin/Describe``).

@@ -1,4 +1,6 @@
-"""WebSocket sessions: the ASGI ``websocket`` scope bridged to one ServeWebSocket call.
+"""WebSocket sessions: the ASGI ``websocket`` scope bridged to one ServeWebSocket call,
+or to one stream of the plugin's multiplexed connection (transport/session.py's
+SessionCall, the same call interface).
 
 The handshake waits for the plugin's answer: accept (subprotocol, extra
 headers) completes it; deny or a close before accepting refuses it with an
@@ -101,13 +103,15 @@ async def serve_websocket(gateway: Gateway, scope: Scope, receive: Receive, send
     request.content_length = 0
     init = wire.encode_init(request, scope.get("subprotocols") or (), gateway.max_message_size)
     try:
-        call = upstream.open_websocket()
+        call, transport = await upstream.open_websocket()
     except Exception as error:  # a bad target or credentials
         log.warning("plugin %r: cannot open a call: %s", plugin_id, error)
         await refuse(503, "Service Unavailable")
         return
     stats = gateway._counters
     stats["websockets"] = stats.get("websockets", 0) + 1
+    key = f"websockets_{transport}"  # sessions per transport: _call, _mux, _lane
+    stats[key] = stats.get(key, 0) + 1
     stats["websockets_active"] = stats.get("websockets_active", 0) + 1
     try:
         await WebSocketBridge(

@@ -44,6 +44,7 @@ from .handling import (
 )
 from .request import Request, RequestBody
 from .response import Response
+from .websocket_stream import open_session
 
 if TYPE_CHECKING:
     from .app import Plugin
@@ -278,7 +279,10 @@ class _PluginConnection:
                 if stream is not None:
                     stream.credit()
         elif isinstance(event, StreamOpened):
-            self._open(event.stream_id, event.payload, event.end)
+            if event.websocket:
+                self._open_session(event.stream_id, event.payload)
+            else:
+                self._open(event.stream_id, event.payload, event.end)
         elif isinstance(event, StreamDelivered):
             stream = self._forget(event.stream_id)
             if stream is not None:
@@ -319,6 +323,12 @@ class _PluginConnection:
         stream.task = asyncio.get_running_loop().create_task(
             self._serve(stream, init, frame.body, frame.complete)
         )
+
+    def _open_session(self, stream_id: int, payload: memoryview) -> None:
+        session = open_session(self, stream_id, payload)
+        if session is not None:
+            self.streams[stream_id] = session  # type: ignore[assignment]
+            self.servicer.active += 1
 
     async def _serve(
         self,
@@ -452,6 +462,7 @@ def serve_mux(service: PluginServiceHandler, plugin: Plugin) -> MuxServicer:
     servicer = MuxServicer(plugin)
     if "mux" in plugin.transports:
         service.transports.append("mux")
+        service.mux_streams.append("websocket")
         service.add(
             "Connect",
             grpc.stream_stream_rpc_method_handler(

@@ -9,6 +9,7 @@ address shows up) and pick a transport. More methods of the same service
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -22,10 +23,14 @@ if TYPE_CHECKING:
 
 
 def plugin_info(
-    plugin: Plugin, transports: list[str], lane_socket: str = ""
+    plugin: Plugin,
+    transports: list[str],
+    lane_socket: str = "",
+    mux_streams: Sequence[str] = (),
 ) -> plugin_pb2.PluginInfo:
     return plugin_pb2.PluginInfo(
         lane_socket=lane_socket,
+        mux_streams=mux_streams,
         name=plugin.name,
         version=__version__,
         transports=transports,
@@ -43,6 +48,7 @@ class PluginServiceHandler(grpc.GenericRpcHandler):
         self.plugin = plugin
         self.transports = ["call"]
         self.lane_socket = ""  # set when the plugin serves a same-host lane
+        self.mux_streams: list[str] = []  # stream kinds its Connect carries besides HTTP
         self.methods: dict[str, grpc.RpcMethodHandler] = {
             "Describe": grpc.unary_unary_rpc_method_handler(
                 self._describe,
@@ -52,7 +58,7 @@ class PluginServiceHandler(grpc.GenericRpcHandler):
         }
 
     async def _describe(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return plugin_info(self.plugin, self.transports, self.lane_socket)
+        return plugin_info(self.plugin, self.transports, self.lane_socket, self.mux_streams)
 
     def add(self, name: str, handler: grpc.RpcMethodHandler) -> None:
         self.methods[name] = handler

@@ -59,6 +59,7 @@ class PluginServer:
         self._server: grpc.aio.Server | None = None
         self._socket_ino: tuple[int, int] | None = None
         self._handler = ServeHTTPGenericHandler(plugin)
+        self.websocket = ServeWebSocketGenericHandler(plugin)  # ServeWebSocket calls
         self.service = PluginServiceHandler(plugin)
         self.mux = serve_mux(self.service, plugin)
         self.lane: LaneListener | None = None
@@ -77,7 +78,7 @@ class PluginServer:
     async def start(self) -> None:
         server = grpc.aio.server(options=server_options(self.plugin))
         server.add_generic_rpc_handlers(
-            (self._handler, self.service, ServeWebSocketGenericHandler(self.plugin))
+            (self._handler, self.service, self.websocket)
         )
         if self._target.startswith("unix:"):
             path = os.path.abspath(self._target[len("unix:") :])

@@ -51,6 +51,7 @@ import grpc.aio
 from .._core import (
     RING_DESCRIPTOR_SIZE,
     BatchWriter,
+    FrameError,
     RingReader,
     RingWriter,
     decode_batch,
@@ -457,7 +458,11 @@ class LaneSender(BatchSender):
         threshold = self._threshold
         if size < threshold:  # the body is smaller still
             return frame
-        message = decode_request_frame(payload) if self._opener else decode_response_frame(payload)
+        decode = decode_request_frame if self._opener else decode_response_frame
+        try:
+            message = decode(payload)
+        except FrameError:
+            return frame  # not an HTTP body message (a WebSocket session's frame)
         if message.init is not None:
             return frame
         body = message.body

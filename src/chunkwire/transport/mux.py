@@ -20,6 +20,10 @@ DELIVERED once its client has the whole response, and only then is the
 stream closed on both sides (the plugin's ``response.finished``). The
 request direction need not end (a plugin may answer without reading).
 
+A WebSocket session (OPEN flag WEBSOCKET) has no DELIVERED: the acceptor's
+END ends it, closing the stream on both sides whatever the opener's
+direction, as a finished ServeWebSocket call does.
+
 Credit (HTTP/2 WINDOW_UPDATE, yamux): every stream direction and the
 connection start with a protocol-fixed window; the receiver grants more
 with WINDOW frames as its application consumes data. Only DATA payload
@@ -74,6 +78,7 @@ class State(IntEnum):
 
 
 END = 1  # flag in the value of OPEN and DATA: the last frame of this direction
+WEBSOCKET = 2  # flag in the value of OPEN: a WebSocket session (WebSocketFrame payloads)
 
 INITIAL_WINDOW = 256 * 1024
 INITIAL_CONNECTION_WINDOW = 16 * 1024 * 1024
@@ -101,6 +106,7 @@ class StreamOpened:
     stream_id: int
     payload: Any
     end: bool
+    websocket: bool = False
 
 
 @dataclass(slots=True)
@@ -168,10 +174,11 @@ Event = (
 
 
 class _Stream:
-    __slots__ = ("grant", "recv_credit", "send_credit", "state", "unconsumed")
+    __slots__ = ("grant", "recv_credit", "send_credit", "session", "state", "unconsumed")
 
-    def __init__(self, state: State, recv_credit: int) -> None:
+    def __init__(self, state: State, recv_credit: int, session: bool = False) -> None:
         self.state = state
+        self.session = session  # a WebSocket session: the acceptor's END closes it
         self.send_credit = INITIAL_WINDOW
         self.recv_credit = recv_credit  # granted to the peer, not yet used
         self.unconsumed = 0  # received, not yet consumed by the application
@@ -254,8 +261,12 @@ class Connection:
 
     # -- local actions --------------------------------------------------------------
 
-    def open(self, payload: Any, *, end: bool = False) -> int:
-        """Opener: start a stream whose first message is ``payload``; its id."""
+    def open(self, payload: Any, *, end: bool = False, websocket: bool = False) -> int:
+        """Opener: start a stream whose first message is ``payload``; its id.
+
+        ``websocket``: a WebSocket session (OPEN flag WEBSOCKET), which ends
+        when the acceptor's END arrives rather than with DELIVERED.
+        """
         if not self.opener:
             raise StreamStateError("only the opener starts streams")
         if self.goaway_received is not None:
@@ -263,9 +274,10 @@ class Connection:
         stream_id = self._next_id
         self._next_id += 1
         self.streams[stream_id] = _Stream(
-            State.HALF_CLOSED_LOCAL if end else State.OPEN, self.window
+            State.HALF_CLOSED_LOCAL if end else State.OPEN, self.window, websocket
         )
-        self._out.append((stream_id, Kind.OPEN, END if end else 0, payload))
+        flags = (END if end else 0) | (WEBSOCKET if websocket else 0)
+        self._out.append((stream_id, Kind.OPEN, flags, payload))
         self._grow_window(stream_id)
         return stream_id
 
@@ -290,18 +302,23 @@ class Connection:
         )
 
     def send_data(self, stream_id: int, payload: Any, *, end: bool = False) -> None:
-        """Queue a DATA frame; ``can_send`` must be true (StreamStateError otherwise)."""
+        """Queue a DATA frame; ``can_send`` must be true (StreamStateError otherwise).
+
+        An empty payload costs no credit and needs none (an END alone).
+        """
         stream = self._stream(stream_id)
         if not stream.local_open:
             raise StreamStateError(f"stream {stream_id} already sent its last frame")
-        if stream.send_credit <= 0 or self.send_credit <= 0:
-            raise StreamStateError(f"stream {stream_id} has no send credit")
         size = _size(payload)
+        if size and (stream.send_credit <= 0 or self.send_credit <= 0):
+            raise StreamStateError(f"stream {stream_id} has no send credit")
         stream.send_credit -= size
         self.send_credit -= size
         self._out.append((stream_id, Kind.DATA, END if end else 0, payload))
         if end:
             stream.state = _after_local_end(stream.state)
+            if stream.session and not self.opener:
+                self._close(stream_id)  # the session is over
 
     def consumed(self, stream_id: int, size: int) -> None:
         """The application took ``size`` received DATA bytes: grant them back in time.
@@ -462,18 +479,19 @@ class Connection:
             self._out.append((stream_id, Kind.RESET, ResetCode.REFUSED, b"too many streams"))
             return
         end = bool(value & END)
+        session = bool(value & WEBSOCKET)
         self.streams[stream_id] = _Stream(
-            State.HALF_CLOSED_REMOTE if end else State.OPEN, self.window
+            State.HALF_CLOSED_REMOTE if end else State.OPEN, self.window, session
         )
         self._grow_window(stream_id)
-        events.append(StreamOpened(stream_id, payload, end))
+        events.append(StreamOpened(stream_id, payload, end, session))
 
     def _on_data(self, stream_id: int, value: int, payload: Any, events: list[Event]) -> None:
         if not self._known(stream_id):
             raise MuxError(f"DATA on stream {stream_id}, which was never opened")
-        if self._recv_credit <= 0:
-            raise MuxError("DATA beyond the connection's credit")
         size = _size(payload)
+        if size and self._recv_credit <= 0:
+            raise MuxError("DATA beyond the connection's credit")
         self._recv_credit -= size
         stream = self.streams.get(stream_id)
         if stream is None:
@@ -483,7 +501,7 @@ class Connection:
             self._release(size)
             self._stream_error(stream_id, ResetCode.PROTOCOL, "DATA after the last frame", events)
             return
-        if stream.recv_credit <= 0:
+        if size and stream.recv_credit <= 0:
             self._release(size)
             self._stream_error(
                 stream_id, ResetCode.FLOW_CONTROL, "DATA beyond the stream's credit", events
@@ -494,6 +512,8 @@ class Connection:
         end = bool(value & END)
         if end:
             stream.state = _after_remote_end(stream.state)
+            if stream.session and self.opener:
+                self._close(stream_id)  # the acceptor ended the session
         events.append(DataReceived(stream_id, payload, end))
 
     def _on_window(self, stream_id: int, value: int, events: list[Event]) -> None:

@@ -307,10 +307,10 @@ class MuxConnection:
     def new_call(self) -> MuxCall:
         return MuxCall(self)
 
-    def open(self, call: MuxCall, message: Any, end: bool) -> int:
+    def open(self, call: MuxCall, message: Any, end: bool, websocket: bool = False) -> int:
         if self.closed:
             raise self.error or _error(grpc.StatusCode.UNAVAILABLE, "connection closed")
-        sid = self.proto.open(message, end=end)
+        sid = self.proto.open(message, end=end, websocket=websocket)
         self.calls[sid] = call
         self.sender.kick()
         return sid
@@ -472,12 +472,13 @@ class MuxPool:
         self._retry_at = 0.0
         self._last_error: grpc.aio.AioRpcError | None = None
 
-    def open_call(self) -> MuxCall:
+    def open_call(self, kind: Callable[[Any], MuxCall] = MuxCall) -> MuxCall:
+        """A new stream (``kind``: MuxCall, or a subclass for other stream kinds)."""
         loop = asyncio.get_running_loop()
         live = [c for c in self.connections if c.usable]
         if len(live) < self.size:
             if self._last_error is not None and loop.time() < self._retry_at and not live:
-                call = MuxCall(None)  # type: ignore[arg-type]
+                call = kind(None)
                 call.failed(self._last_error)
                 return call
             carrier = self._carrier_factory
@@ -492,7 +493,7 @@ class MuxPool:
             self.connections.append(conn)
             live.append(conn)
         conn = min(live, key=lambda c: c.load)
-        return conn.new_call()
+        return kind(conn)
 
     def _closed(self, conn: MuxConnection) -> None:
         if conn.closed and conn in self.connections:

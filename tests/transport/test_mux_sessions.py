@@ -1,0 +1,127 @@
+"""WebSocket session streams in the sans-I/O protocol: the WEBSOCKET flag, the
+acceptor's END closing the stream on both sides, and empty END frames at zero credit."""
+
+from __future__ import annotations
+
+import pytest
+
+from chunkwire.transport.mux import (
+    END,
+    INITIAL_CONNECTION_WINDOW,
+    INITIAL_WINDOW,
+    WEBSOCKET,
+    Connection,
+    DataReceived,
+    Kind,
+    ResetCode,
+    StreamOpened,
+    StreamReset,
+    StreamStateError,
+)
+
+
+def pair() -> tuple[Connection, Connection]:
+    return Connection(opener=True), Connection(opener=False)
+
+
+def ship(src: Connection, dst: Connection) -> list:
+    return dst.receive(src.take_frames())
+
+
+def open_session(opener: Connection, acceptor: Connection) -> int:
+    sid = opener.open(b"init", websocket=True)
+    frames = opener.take_frames()
+    assert frames == [(sid, Kind.OPEN, WEBSOCKET, b"init")]
+    events = acceptor.receive(frames)
+    assert events == [StreamOpened(sid, b"init", False, True)]
+    return sid
+
+
+def test_http_open_has_no_websocket_flag():
+    opener = Connection(opener=True)
+    sid = opener.open(b"init", end=True)
+    assert opener.take_frames() == [(sid, Kind.OPEN, END, b"init")]
+
+
+def test_acceptors_end_closes_the_session_on_both_sides():
+    opener, acceptor = pair()
+    sid = open_session(opener, acceptor)
+    acceptor.send_data(sid, b"accept")
+    acceptor.send_data(sid, b"", end=True)
+    assert sid not in acceptor.streams  # closed once END is sent: no DELIVERED
+    events = ship(acceptor, opener)
+    assert events == [DataReceived(sid, b"accept", False), DataReceived(sid, b"", True)]
+    assert sid not in opener.streams
+    # Data crossing the END is dropped, and its connection credit is given back.
+    before = acceptor._recv_credit + acceptor._conn_grant
+    assert acceptor.receive([(sid, Kind.DATA, 0, b"x" * 1000)]) == []
+    assert acceptor._recv_credit + acceptor._conn_grant == before
+    assert opener.streams == {} and acceptor.streams == {}
+
+
+def test_openers_end_half_closes_and_the_acceptor_reads_eof():
+    opener, acceptor = pair()
+    sid = open_session(opener, acceptor)
+    opener.send_data(sid, b"close")
+    opener.send_data(sid, b"", end=True)
+    events = ship(opener, acceptor)
+    assert events[-1] == DataReceived(sid, b"", True)
+    assert not acceptor.streams[sid].remote_open
+    assert acceptor.streams[sid].local_open  # the plugin still answers
+    acceptor.send_data(sid, b"close")
+    acceptor.send_data(sid, b"", end=True)
+    ship(acceptor, opener)
+    assert opener.streams == {} and acceptor.streams == {}
+
+
+def test_an_http_streams_end_does_not_close_it():
+    opener, acceptor = pair()
+    sid = opener.open(b"init", end=True)
+    ship(opener, acceptor)
+    acceptor.send_data(sid, b"response", end=True)
+    ship(acceptor, opener)
+    assert sid in opener.streams and sid in acceptor.streams  # DELIVERED closes it
+
+
+def test_empty_end_needs_no_credit_but_data_does():
+    opener, acceptor = pair()
+    sid = open_session(opener, acceptor)
+    acceptor.send_data(sid, b"x" * INITIAL_WINDOW)  # the whole window, unread
+    assert not acceptor.can_send(sid)
+    with pytest.raises(StreamStateError):
+        acceptor.send_data(sid, b"y")
+    acceptor.send_data(sid, b"", end=True)  # at zero credit
+    events = ship(acceptor, opener)
+    assert [e.end for e in events] == [False, True]
+    assert not any(isinstance(e, StreamReset) for e in events)
+
+
+def test_nonempty_data_past_the_credit_is_still_a_flow_control_error():
+    opener, acceptor = pair()
+    sid = open_session(opener, acceptor)
+    window = b"x" * INITIAL_WINDOW
+    events = opener.receive([(sid, Kind.DATA, 0, window), (sid, Kind.DATA, 0, b"y")])
+    assert events[-1] == StreamReset(
+        sid, ResetCode.FLOW_CONTROL, "DATA beyond the stream's credit", False
+    )
+
+
+def test_empty_data_at_zero_connection_credit_is_no_connection_error():
+    opener, acceptor = pair()
+    count = INITIAL_CONNECTION_WINDOW // INITIAL_WINDOW
+    sids = [open_session(opener, acceptor) for _ in range(count)]
+    for sid in sids:
+        acceptor.send_data(sid, b"x" * INITIAL_WINDOW)
+    ship(acceptor, opener)
+    assert opener._recv_credit == 0
+    acceptor.send_data(sids[0], b"", end=True)
+    assert ship(acceptor, opener) == [DataReceived(sids[0], b"", True)]
+
+
+def test_delivered_on_a_session_is_a_protocol_error():
+    opener, acceptor = pair()
+    sid = open_session(opener, acceptor)
+    events = acceptor.receive([(sid, Kind.DELIVERED, 0, b"")])
+    assert events[0].code == ResetCode.PROTOCOL
+    with pytest.raises(StreamStateError):
+        opener.deliver(sid)  # the response direction never "ended" for DELIVERED
