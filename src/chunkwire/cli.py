@@ -188,6 +188,36 @@ def tune_malloc() -> None:
     mallopt(m_trim_threshold, 128 * 1024 * 1024)
 
 
+def tune_gc() -> None:
+    """Keep what lives as long as the server out of garbage collection.
+
+    Everything alive once the server is set up (modules, the app, gRPC and
+    protobuf) stays for the life of the process: ``gc.freeze()`` takes it
+    out of every collection's scan, so full collections no longer walk
+    hundreds of thousands of objects. The young-generation threshold stays
+    at its default: a cancelled upload leaves cycles holding its body
+    buffers, and collecting them later (a threshold of 5,000) measured as
+    15 MiB more RSS after 200 client disconnects.
+    """
+    if os.environ.get("CHUNKWIRE_NO_GC_TUNING"):
+        return
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def use_uvloop() -> None:
+    """Run the plugin's event loop on uvloop when it is installed (as uvicorn does)."""
+    if os.environ.get("CHUNKWIRE_LOOP") == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def load_object(spec: str, app_dir: str = ".") -> Any:
     """Import ``MODULE:ATTR`` (ATTR may be dotted) with ``app_dir`` first on sys.path.
 
@@ -355,6 +385,8 @@ def _cmd_plugin(ns: argparse.Namespace) -> int:
     plugin = load_plugin(ns.spec, ns.app_dir)
     plugin.lane = lane_settings(ns, plugin.lane)
     check_free(ns.listen)
+    use_uvloop()
+    tune_gc()
     with contextlib.suppress(KeyboardInterrupt):
         try:
             plugin.run(ns.listen)
@@ -512,6 +544,7 @@ def _cmd_gateway(ns: argparse.Namespace) -> int:
         on_started=lambda url: print(f"chunkwire gateway listening on {url}", flush=True),
         header_timeout=ns.header_timeout if ns.header_timeout > 0 else None,
     )
+    tune_gc()
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     return 0 if server.started else 1

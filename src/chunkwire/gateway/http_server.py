@@ -9,6 +9,10 @@ keep-alive timer stops at the first byte of a request and nothing replaces
 it). nginx's ``large_client_header_buffers`` and ``client_header_timeout``
 are the model: 431 past the size or count, 408 past the time.
 
+Writes are coalesced (``CoalescingTransport``): uvicorn writes a response
+head on its own, so without this a small response costs two writes, two
+wake-ups of the client, instead of one.
+
 The gateway checks the same limits on the scope it receives, for servers
 other than this one.
 """
@@ -26,6 +30,72 @@ DEFAULT_HEADER_TIMEOUT = 30.0
 # answer it with a reset that can destroy the refusal before it is read.
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
+
+
+# A write at most this large may wait for the next one (or the end of the
+# loop turn); larger ones leave at once, with a held one before them.
+HOLD_MAX = 16 * 1024
+
+
+class CoalescingTransport:
+    """A transport that holds one small write until the next write or the end
+    of the loop turn, whichever comes first, then sends both as one.
+
+    Nothing waits longer than the current loop turn, and what a connection
+    writes keeps its order: closing, ``write_eof`` and ``writelines`` send
+    the held write first. Everything else is the wrapped transport's.
+    """
+
+    __slots__ = ("_held", "_loop", "transport")
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: Any) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if len(data) <= HOLD_MAX:
+                self.transport.write(held + data)
+            else:
+                self.transport.writelines((held, data))
+        elif len(data) <= HOLD_MAX:
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self.transport.is_closing():
+                self.transport.write(held)
+
+    def writelines(self, lines: Any) -> None:
+        self.flush()
+        self.transport.writelines(lines)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self.transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        held = self._held
+        return self.transport.get_write_buffer_size() + (len(held) if held is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 def _plain(status: bytes, text: bytes) -> bytes:
@@ -53,7 +123,16 @@ def limited_http_protocol(
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
             self._arm()
+
+        def handle_websocket_upgrade(self) -> None:
+            # The WebSocket protocol takes the connection's own transport.
+            coalescing = self.transport
+            if isinstance(coalescing, CoalescingTransport):
+                coalescing.flush()
+                self.transport = coalescing.transport
+            super().handle_websocket_upgrade()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
