@@ -399,7 +399,10 @@ class LaneSender(BatchSender):
     ``opener``: this side sends requests (else responses). Body chunks of
     at least ``settings.ring_threshold`` bytes go through the ring.
     ``on_stall`` is called (once, with the reason) when the ring stayed full
-    for ``settings.credit_timeout`` seconds; the sender stops.
+    for ``settings.credit_timeout`` seconds; the sender stops. Ring credit
+    with nothing else to send waits one loop turn, for the stream credit
+    the same chunks lead to: the receiving side of a transfer writes about
+    one record per record it reads, not two.
     """
 
     def __init__(
@@ -420,7 +423,6 @@ class LaneSender(BatchSender):
         self._threshold = settings.ring_threshold
         self._credit_timeout = settings.credit_timeout
         self.ringed = 0  # DATA frames whose body went through the ring
-        self.credit_waits = 0  # wake-ups with only ring credit to send
 
     async def _run(self) -> None:
         rings = await self._get_rings()
@@ -435,7 +437,6 @@ class LaneSender(BatchSender):
                     # Ring credit alone: one loop turn more lets the frames the
                     # chunks just received lead to (stream credit, once they are
                     # handed on) leave in the same record instead of the next.
-                    self.credit_waits += 1
                     await asyncio.sleep(0)
                 while proto.has_frames or rings.owed:
                     if rings.owed:
