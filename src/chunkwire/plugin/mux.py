@@ -201,8 +201,8 @@ class _PluginConnection:
         else:
             self.sender = make_sender(self.proto)
         # Response bodies left for the batch to encode (ResponseBody): only
-        # BatchSender's own loop takes them; a lane's sender takes frames.
-        self.encodes_bodies = make_sender is None
+        # BatchSender's own loop and a lane's sender that says so take them.
+        self.encodes_bodies = make_sender is None or getattr(context, "takes_bodies", False)
         self._decode = getattr(context, "decode", decode_batch)
         self.streams: dict[int, _Stream] = {}
 

@@ -62,7 +62,7 @@ from .._core import (
 )
 from .._errors import RingError
 from .mux import END, Connection, Kind, MuxError
-from .sender import BATCH_LIMIT, BatchSender
+from .sender import BATCH_LIMIT, BatchSender, ResponseBody
 
 log = logging.getLogger("chunkwire.transport")
 
@@ -399,7 +399,10 @@ class LaneSender(BatchSender):
     ``opener``: this side sends requests (else responses). Body chunks of
     at least ``settings.ring_threshold`` bytes go through the ring.
     ``on_stall`` is called (once, with the reason) when the ring stayed full
-    for ``settings.credit_timeout`` seconds; the sender stops.
+    for ``settings.credit_timeout`` seconds; the sender stops. Ring credit
+    with nothing else to send waits one loop turn, for the stream credit
+    the same chunks lead to: the receiving side of a transfer writes about
+    one record per record it reads, not two.
     """
 
     def __init__(
@@ -430,6 +433,11 @@ class LaneSender(BatchSender):
             while True:
                 await ready.wait()
                 ready.clear()
+                if rings.owed and not proto.has_frames:
+                    # Ring credit alone: one loop turn more lets the frames the
+                    # chunks just received lead to (stream credit, once they are
+                    # handed on) leave in the same record instead of the next.
+                    await asyncio.sleep(0)
                 while proto.has_frames or rings.owed:
                     if rings.owed:
                         await self._add(writer, self._credit(rings))
@@ -443,9 +451,9 @@ class LaneSender(BatchSender):
             self._on_stall(str(stall))
 
     async def _add(self, writer: BatchWriter, frame: Any) -> None:
-        if not writer.add(*frame):
+        if not _add_frame(writer, frame):
             await self._send(writer.take())
-            writer.add(*frame)
+            _add_frame(writer, frame)
 
     @staticmethod
     def _credit(rings: Rings) -> tuple[int, int, int, bytes]:
@@ -454,26 +462,32 @@ class LaneSender(BatchSender):
 
     async def _ringed(self, frame: Any, writer: BatchWriter, rings: Rings) -> Any:
         stream_id, _, value, payload = frame
-        size = _size(payload)
         threshold = self._threshold
-        if size < threshold:  # the body is smaller still
-            return frame
-        decode = decode_request_frame if self._opener else decode_response_frame
-        try:
-            message = decode(payload)
-        except FrameError:
-            return frame  # not an HTTP body message (a WebSocket session's frame)
-        if message.init is not None:
-            return frame
-        body = message.body
-        if body.nbytes < threshold:
-            return frame
-        flush = not self._opener and message.flush
         ring = rings.writer
         assert ring is not None
-        rebuilt = _message_size(body.nbytes, message.complete, flush)
-        if body.nbytes > ring.max_chunk or rebuilt != size:
-            return frame  # not a body the peer can rebuild byte for byte: inline
+        if type(payload) is ResponseBody:  # a plugin's body, not encoded yet
+            body = payload.body
+            if not threshold <= body.nbytes <= ring.max_chunk:
+                return frame
+            flush = payload.flush
+        else:
+            size = _size(payload)
+            if size < threshold:  # the body is smaller still
+                return frame
+            decode = decode_request_frame if self._opener else decode_response_frame
+            try:
+                message = decode(payload)
+            except FrameError:
+                return frame  # not an HTTP body message (a WebSocket session's frame)
+            if message.init is not None:
+                return frame
+            body = message.body
+            if body.nbytes < threshold:
+                return frame
+            flush = not self._opener and message.flush
+            rebuilt = _message_size(body.nbytes, message.complete, flush)
+            if body.nbytes > ring.max_chunk or rebuilt != size:
+                return frame  # not a body the peer can rebuild byte for byte: inline
         descriptor = ring.write(body)
         if descriptor is None:
             descriptor = await self._room(ring, body, writer, rings)
@@ -503,6 +517,21 @@ class LaneSender(BatchSender):
                 raise RingStalled(f"the peer returned no ring credit for {timeout:g} s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rings.wake.wait(), remaining)
+
+
+def _add_frame(writer: BatchWriter, frame: Any) -> bool:
+    stream_id, kind, value, payload = frame
+    if type(payload) is ResponseBody:
+        return writer.add_body(
+            stream_id,
+            kind,
+            payload.body,
+            response=True,
+            complete=payload.complete,
+            flush=payload.flush,
+            value=value,
+        )
+    return writer.add(stream_id, kind, value, payload)
 
 
 def decode_lane_batch(record: Any, rings: Rings | None, opener: bool) -> list[Any]:
@@ -652,6 +681,7 @@ class LaneCarrier:
         self._lane_path = lane_path
         self._max_record = max_record
         self.settings = settings
+        self.records = 0  # records received
         self._link: asyncio.Future[LaneLink] | None = None
         self._rings: Rings | None = None
         self._sender: LaneSender | None = None
@@ -670,6 +700,7 @@ class LaneCarrier:
         return self._sender
 
     def decode(self, record: Any) -> list[Any]:
+        self.records += 1
         rings = self._rings
         frames = decode_lane_batch(record, rings, True)
         if rings is not None and rings.owed and self._sender is not None:
@@ -742,7 +773,13 @@ class LaneCarrier:
 
 
 class LaneContext:
-    """The acceptor's lane, shaped as the servicer context the plugin's connection drives."""
+    """The acceptor's lane, shaped as the servicer context the plugin's connection drives.
+
+    Its sender takes response bodies unencoded (``ResponseBody``): a chunk
+    bound for the ring is copied there straight from the handler's bytes.
+    """
+
+    takes_bodies = True
 
     def __init__(
         self, link: LaneLink, peer: str, settings: LaneSettings = DEFAULT_SETTINGS
@@ -750,6 +787,7 @@ class LaneContext:
         self._link = link
         self.peer = peer
         self.settings = settings
+        self.records = 0  # records received
         self._sender: LaneSender | None = None
 
     def sender(self, proto: Connection, limit: int = BATCH_LIMIT) -> BatchSender:
@@ -765,6 +803,7 @@ class LaneContext:
         return self._sender
 
     def decode(self, record: Any) -> list[Any]:
+        self.records += 1
         rings = self._link.rings
         frames = decode_lane_batch(record, rings, False)
         if rings.owed and self._sender is not None:
