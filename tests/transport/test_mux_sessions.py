@@ -125,3 +125,21 @@ def test_delivered_on_a_session_is_a_protocol_error():
     assert events[0].code == ResetCode.PROTOCOL
     with pytest.raises(StreamStateError):
         opener.deliver(sid)  # the response direction never "ended" for DELIVERED
+
+
+def test_sessions_do_not_count_against_the_stream_limit():
+    """Long-lived sessions must not keep requests out: only HTTP streams are bounded."""
+    opener, acceptor = Connection(opener=True), Connection(opener=False, max_streams=2)
+    sessions = [open_session(opener, acceptor) for _ in range(5)]
+    assert acceptor.sessions == 5
+    requests = [opener.open(b"init") for _ in range(3)]
+    events = ship(opener, acceptor)
+    assert [e.stream_id for e in events if isinstance(e, StreamOpened)] == requests[:2]
+    refused = ship(acceptor, opener)
+    assert refused == [StreamReset(requests[2], ResetCode.REFUSED, "too many streams", True)]
+    for sid in sessions:  # ended sessions leave the count
+        acceptor.send_data(sid, b"", end=True)
+    assert acceptor.sessions == 0
+    ship(acceptor, opener)
+    assert opener.sessions == 0
+    assert set(opener.streams) == set(acceptor.streams) == set(requests[:2])
