@@ -4,6 +4,10 @@ acceptor's END closing the stream on both sides, and empty END frames at zero cr
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import invariant, rule
+from test_mux_machine import MuxMachine
 
 from chunkwire.transport.mux import (
     END,
@@ -143,3 +147,41 @@ def test_sessions_do_not_count_against_the_stream_limit():
     ship(acceptor, opener)
     assert opener.sessions == 0
     assert set(opener.streams) == set(acceptor.streams) == set(requests[:2])
+
+
+class SessionMachine(MuxMachine):
+    """The connection machine (test_mux_machine) with WebSocket sessions among the
+    requests: a side ends a session with an empty END at any credit, and the
+    acceptor's END closes it on both sides. The machine's invariants hold: no
+    connection error, receivers within their windows, bytes in order, and empty
+    tables with all credit back at the end."""
+
+    @rule(end=st.booleans())
+    def open_session(self, end: bool) -> None:
+        sid = self.opener.conn.open(b"init", end=end, websocket=True)
+        self.opened += 1
+        self._ship(self.opener, self.acceptor)
+        assert sid == self.opened
+
+    @rule(pick=st.integers(0, 10**6), from_opener=st.booleans())
+    def end_session(self, pick: int, from_opener: bool) -> None:
+        side, other = (self.opener, self.acceptor) if from_opener else (self.acceptor, self.opener)
+        ids = sorted(sid for sid, s in side.conn.streams.items() if s.session and s.local_open)
+        if not ids:
+            return
+        sid = ids[pick % len(ids)]
+        side.conn.send_data(sid, b"", end=True)  # whatever the credit
+        side.sent.setdefault(sid, bytearray())
+        if not from_opener:
+            assert sid not in side.conn.streams
+        self._ship(side, other)
+
+    @invariant()
+    def sessions_are_counted(self) -> None:
+        for side in (self.opener, self.acceptor):
+            conn = side.conn
+            assert conn.sessions == sum(s.session for s in conn.streams.values())
+
+
+SessionMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+TestSessionMachine = SessionMachine.TestCase
