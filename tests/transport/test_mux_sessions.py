@@ -3,12 +3,17 @@ acceptor's END closing the stream on both sides, and empty END frames at zero cr
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import grpc
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
 from test_mux_machine import MuxMachine
 
+from chunkwire._core import BatchWriter, decode_batch
 from chunkwire.transport.mux import (
     END,
     INITIAL_CONNECTION_WINDOW,
@@ -22,6 +27,9 @@ from chunkwire.transport.mux import (
     StreamReset,
     StreamStateError,
 )
+from chunkwire.transport.opener import MuxConnection
+from chunkwire.transport.sender import BatchSender
+from chunkwire.transport.session import SessionCall
 
 
 def pair() -> tuple[Connection, Connection]:
@@ -185,3 +193,78 @@ class SessionMachine(MuxMachine):
 
 SessionMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
 TestSessionMachine = SessionMachine.TestCase
+
+
+class _Loopback:
+    """A carrier whose peer is an in-process acceptor ``Connection`` the test drives."""
+
+    def __init__(self) -> None:
+        self.acceptor = Connection(opener=False)
+        self.events: list = []
+        self.batches: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def read(self) -> bytes:
+        return await self.batches.get()
+
+    async def write(self, batch: bytes) -> None:
+        self.events += self.acceptor.receive(decode_batch(batch))
+
+    def answer(self) -> None:
+        writer = BatchWriter(1 << 20)
+        for frame in self.acceptor.take_frames():
+            assert writer.add(*frame)
+        self.batches.put_nowait(writer.take())
+
+    def cancel(self) -> bool:
+        return True
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.OK
+
+    async def details(self) -> str:
+        return ""
+
+    def sender(self, proto, limit):  # type: ignore[no-untyped-def]
+        return BatchSender(proto, self.write, limit)
+
+    decode = staticmethod(decode_batch)
+
+
+def test_the_plugins_end_releases_a_write_waiting_for_credit():
+    """The gateway writes to a plugin that reads nothing until its credit is gone;
+    the plugin then sends its close with END on the same frame: the waiting write
+    ends (the session is over), the close is read, then EOF, and no table keeps it."""
+
+    async def main() -> None:
+        carrier = _Loopback()
+        conn = MuxConnection(None, window=INITIAL_WINDOW, carrier=carrier)  # type: ignore[arg-type]
+        conn.start()
+        call = SessionCall(conn)
+        await call.write(b"init")
+        chunk = bytes(64 * 1024)
+
+        async def flood() -> int:
+            sent = 0
+            with contextlib.suppress(asyncio.InvalidStateError):
+                while True:
+                    await call.write(chunk)
+                    sent += 1
+            return sent
+
+        writing = asyncio.ensure_future(flood())
+        while not carrier.events or conn.proto.can_send(call.stream_id):
+            await asyncio.sleep(0.01)
+        sid = call.stream_id
+        assert carrier.events[0] == StreamOpened(sid, b"init", False, True)
+        assert not writing.done()  # waiting for credit the plugin never grants
+        carrier.acceptor.send_data(sid, b"close", end=True)  # no credit asked back
+        carrier.answer()
+        assert await asyncio.wait_for(writing, 5) == INITIAL_WINDOW // len(chunk)
+        assert bytes(await call.read()) == b"close"
+        assert await call.read() is grpc.aio.EOF
+        assert call.done()
+        assert conn.proto.streams == {} and conn.calls == {}
+        assert carrier.acceptor.streams == {}
+        await conn.close()
+
+    asyncio.run(main())
