@@ -607,6 +607,7 @@ def test_session_is_a_stream_only_where_the_plugin_offers_it(transport, offers, 
                     server.mux_streams,
                     gateway.stats()["mux_streams"]["p"],
                 )
+                assert server.active_calls == 0  # sessions are no requests, on any transport
                 for client, task in sessions:
                     client.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
                     await task
