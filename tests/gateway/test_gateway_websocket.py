@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -578,7 +579,7 @@ def test_request_init_matches_http():
 
 
 @pytest.mark.parametrize("offers", [True, False], ids=["websocket-streams", "older-plugin"])
-def test_session_is_a_stream_only_where_the_plugin_offers_it(transport, offers):
+def test_session_is_a_stream_only_where_the_plugin_offers_it(transport, offers, caplog):
     """A plugin's Describe lists "websocket" in mux_streams: on mux and lane each session
     is a stream of the connection and no ServeWebSocket call reaches the plugin. A plugin
     that offers mux but not WebSocket streams (an older chunkwire) gets a ServeWebSocket
@@ -591,24 +592,38 @@ def test_session_is_a_stream_only_where_the_plugin_offers_it(transport, offers):
                 if not offers:
                     server.service.mux_streams.clear()
                 gateway = Gateway({"p": server.address}, transport=transport)
-                client = Client("/plugins/p/echo")
-                task = asyncio.ensure_future(gateway(client.scope, client.receive, client.send))
-                await client.wait_for("websocket.accept")
-                client.push(text="one")
-                await client.wait_for("websocket.send")
+                sessions = []
+                for _ in range(2):  # the second session: no new question, no new log line
+                    client = Client("/plugins/p/echo")
+                    task = asyncio.ensure_future(
+                        gateway(client.scope, client.receive, client.send)
+                    )
+                    await client.wait_for("websocket.accept")
+                    client.push(text="one")
+                    await client.wait_for("websocket.send")
+                    sessions.append((client, task))
                 during = (
                     server.websocket.servicer.calls,
                     server.mux_streams,
                     gateway.stats()["mux_streams"]["p"],
                 )
-                client.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
-                await task
+                assert server.active_calls == 0  # sessions are no requests, on any transport
+                for client, task in sessions:
+                    client.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+                    await task
                 await gateway.aclose()
                 return during, gateway._counters
 
+    caplog.set_level(logging.INFO, "chunkwire.gateway")
     (calls, plugin_streams, gateway_streams), counters = run(main())
     streams = offers and transport != "call"
-    assert calls == (0 if streams else 1)
-    assert plugin_streams == gateway_streams == (1 if streams else 0)
-    assert counters[f"websockets_{transport if streams else 'call'}"] == 1
+    assert calls == (0 if streams else 2)
+    assert plugin_streams == gateway_streams == (2 if streams else 0)
+    assert counters[f"websockets_{transport if streams else 'call'}"] == 2
     assert seen["close"] == (1000, "")
+    said = [r.getMessage() for r in caplog.records if "WebSocket sessions as" in r.getMessage()]
+    if transport == "call":
+        assert said == []  # nothing to decide: the call transport has no streams
+    else:
+        how = f"streams on the {transport} transport" if offers else "ServeWebSocket calls"
+        assert said == [f"plugin 'p': WebSocket sessions as {how}"]

@@ -286,9 +286,11 @@ class Upstream:
                     if error.code() != grpc.StatusCode.UNIMPLEMENTED:
                         return False  # not reachable now: ask again next time
                     info = plugin_pb2.PluginInfo()
-            offered = self._ws_streams = "websocket" in info.mux_streams
-            how = f"streams on the {chosen} transport" if offered else "ServeWebSocket calls"
-            log.info("plugin %r: WebSocket sessions as %s", self.plugin_id, how)
+            offered = "websocket" in info.mux_streams
+            if self._ws_streams is None:  # not decided by a session that asked meanwhile
+                self._ws_streams = offered
+                how = f"streams on the {chosen} transport" if offered else "ServeWebSocket calls"
+                log.info("plugin %r: WebSocket sessions as %s", self.plugin_id, how)
         return offered
 
     async def describe(self) -> plugin_pb2.PluginInfo:

@@ -293,9 +293,10 @@ class _PluginConnection:
 
     def _forget(self, stream_id: int) -> _Stream | None:
         # A request counts as active until its stream closes (delivered or
-        # reset), as a ServeHTTP call does until its RPC ends.
+        # reset), as a ServeHTTP call does until its RPC ends. WebSocket
+        # sessions are no requests (nor are ServeWebSocket calls counted).
         stream = self.streams.pop(stream_id, None)
-        if stream is not None:
+        if type(stream) is _Stream:
             self.servicer.active -= 1
         return stream
 
@@ -328,7 +329,6 @@ class _PluginConnection:
         session = open_session(self, stream_id, payload)
         if session is not None:
             self.streams[stream_id] = session  # type: ignore[assignment]
-            self.servicer.active += 1
 
     async def _serve(
         self,

@@ -211,8 +211,10 @@ class Connection:
     ``window`` is this side's receive window per stream and
     ``connection_window`` for the whole connection (at least the protocol's
     initial sizes; more is granted with WINDOW frames when a stream or the
-    connection starts). ``max_streams`` bounds the streams an acceptor runs
-    at once; more are refused.
+    connection starts). ``max_streams`` bounds the HTTP streams an acceptor
+    runs at once; more are refused. WebSocket sessions do not count: they
+    are long-lived, bounded where their clients connect (as ServeWebSocket
+    calls are), and must not keep requests out.
     """
 
     def __init__(
@@ -236,6 +238,7 @@ class Connection:
         self.connection_window = connection_window
         self.max_streams = max_streams
         self.streams: dict[int, _Stream] = {}
+        self.sessions = 0  # WebSocket session streams among ``streams``
         self.send_credit = INITIAL_CONNECTION_WINDOW
         self._recv_credit = connection_window
         self._conn_grant = 0
@@ -277,6 +280,7 @@ class Connection:
             State.HALF_CLOSED_LOCAL if end else State.OPEN, self.window, websocket
         )
         flags = (END if end else 0) | (WEBSOCKET if websocket else 0)
+        self.sessions += websocket
         self._out.append((stream_id, Kind.OPEN, flags, payload))
         self._grow_window(stream_id)
         return stream_id
@@ -352,6 +356,8 @@ class Connection:
 
     def _close(self, stream_id: int) -> _Stream | None:
         stream = self.streams.pop(stream_id, None)
+        if stream is not None and stream.session:
+            self.sessions -= 1
         if stream is not None and stream.unconsumed:
             # Data nobody will read still took connection credit.
             self._release(stream.unconsumed)
@@ -402,6 +408,7 @@ class Connection:
             for stream_id in self.streams
         ]
         self.streams.clear()
+        self.sessions = 0
         self._out.clear()
         return events
 
@@ -475,11 +482,12 @@ class Connection:
         if self.goaway_sent is not None:
             self._out.append((stream_id, Kind.RESET, ResetCode.REFUSED, b"going away"))
             return
-        if len(self.streams) >= self.max_streams:
+        session = bool(value & WEBSOCKET)
+        if not session and len(self.streams) - self.sessions >= self.max_streams:
             self._out.append((stream_id, Kind.RESET, ResetCode.REFUSED, b"too many streams"))
             return
         end = bool(value & END)
-        session = bool(value & WEBSOCKET)
+        self.sessions += session
         self.streams[stream_id] = _Stream(
             State.HALF_CLOSED_REMOTE if end else State.OPEN, self.window, session
         )

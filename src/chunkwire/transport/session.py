@@ -80,4 +80,5 @@ class SessionCall(MuxCall):
             super().received(payload, False)
         else:
             self._settle_metadata()
-            self._wake()
+        if end or not payload.nbytes:
+            self._wake()  # a write waiting for credit sees the end too
