@@ -47,6 +47,7 @@ import httpx
 from ._wire import DEFAULT_CHUNK_SIZE, SERVE_HTTP_METHOD
 from .client import ClientResponse, PluginClient
 from .errors import IncompleteResponse, PluginCallError, ProtocolError
+from .transport.lane import DEFAULT_SETTINGS, LaneSettings
 
 _Connectivity = grpc.ChannelConnectivity
 _SETTLED = (_Connectivity.READY, _Connectivity.TRANSIENT_FAILURE, _Connectivity.SHUTDOWN)
@@ -60,6 +61,7 @@ class AsyncPluginTransport(httpx.AsyncBaseTransport):
     route. One gRPC channel, shared by every request; ``aclose()`` (or
     closing the AsyncClient) closes it. ``limits``: only
     ``max_connections`` applies, as the number of requests in flight.
+    ``lane``: this side's limits on a same-host lane, as for PluginClient.
     """
 
     def __init__(
@@ -69,8 +71,9 @@ class AsyncPluginTransport(httpx.AsyncBaseTransport):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         method: str = SERVE_HTTP_METHOD,
         limits: httpx.Limits | None = None,
+        lane: LaneSettings = DEFAULT_SETTINGS,
     ) -> None:
-        self._client = PluginClient(address, chunk_size=chunk_size, method=method)
+        self._client = PluginClient(address, chunk_size=chunk_size, method=method, lane=lane)
         self._chunk_size = chunk_size
         slots = limits.max_connections if limits is not None else None
         self._slots = asyncio.Semaphore(slots) if slots else None

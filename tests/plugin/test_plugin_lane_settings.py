@@ -15,12 +15,14 @@ import os
 import socket
 from typing import Any
 
+import httpx
 import pytest
 from plugin_helpers import State, make_plugin, pattern
 
 from chunkwire import LaneSettings
 from chunkwire.client import PluginClient
 from chunkwire.errors import PluginCallError
+from chunkwire.httpx_transport import AsyncPluginTransport
 from chunkwire.transport.lane import (
     MAX_RING_SIZE,
     LaneError,
@@ -137,6 +139,19 @@ async def test_each_side_maps_the_ring_the_other_side_sized(sock_dir) -> None:
         assert os.fstat(client_rings.reader.fileno()).st_size == plugin_ring
         assert _client_connection(client).sender.ringed > 0
         assert served.sender.ringed > 0
+
+
+async def test_the_httpx_transport_passes_its_lane_settings_on(sock_dir) -> None:
+    plugin = make_plugin(State())
+    async with plugin.serving(f"unix:{sock_dir}/p.sock") as server:
+        transport = AsyncPluginTransport(
+            server.address, lane=LaneSettings(ring_size=2 * 1024 * 1024 + 3)
+        )
+        async with httpx.AsyncClient(transport=transport, base_url="http://plugin") as client:
+            r = await client.get("/download?size=100000")
+            assert r.content == pattern(100000, 0)
+            (context,) = server.lane.contexts
+            assert context._link.rings.reader.capacity == 2 * 1024 * 1024 + 3
 
 
 @pytest.mark.parametrize("side", ["client", "plugin"])
