@@ -627,3 +627,35 @@ def test_session_is_a_stream_only_where_the_plugin_offers_it(transport, offers, 
     else:
         how = f"streams on the {transport} transport" if offers else "ServeWebSocket calls"
         assert said == [f"plugin 'p': WebSocket sessions as {how}"]
+
+
+def test_a_session_runs_on_while_its_plugin_stops_and_new_ones_are_refused(transport):
+    """The plugin stops with a grace period while a session is open: the session keeps
+    working (on mux and lane: a stream the GOAWAY let finish), and once the plugin is
+    gone a new session is refused with 503."""
+    seen: dict = {}
+
+    async def main():
+        with tempfile.TemporaryDirectory(prefix="chunkwire-ws-") as tmp:
+            server = await echo_plugin(seen).start(f"unix:{tmp}/plugin.sock")
+            gateway = new_gateway(server.address)
+            client = Client("/plugins/p/echo")
+            task = asyncio.ensure_future(gateway(client.scope, client.receive, client.send))
+            await client.wait_for("websocket.accept")
+            stopping = asyncio.ensure_future(server.stop(2.0))
+            while not server._stopped:
+                await asyncio.sleep(0.01)
+            client.push(text="still here")
+            echoed = await client.wait_for("websocket.send")
+            client.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+            await task
+            await stopping
+            late = Client("/plugins/p/echo")
+            await gateway(late.scope, late.receive, late.send)
+            await gateway.aclose()
+            return echoed, late.sent
+
+    echoed, late = run(main())
+    assert echoed["text"] == "still here"
+    assert seen["close"] == (1000, "")
+    assert late[0]["status"] == 503
