@@ -29,7 +29,12 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
     async def publish(self, events: Sequence[Event]) -> None:
-        """Hand validated events (``ts`` set, ``seq`` not yet) to every subscriber."""
+        """Hand validated events (``ts`` set, ``seq`` not yet) to every subscriber.
+
+        A broker may also have ``publish_threadsafe(events)``, the same called from
+        another thread: the Events service then delivers from its own thread,
+        without a hop to the gateway's loop.
+        """
 
     async def subscribe(
         self, topics: Sequence[str], *, last_event_id: int | None = None
@@ -61,7 +66,10 @@ class InMemoryBroker:
 
     async def publish(self, events: Sequence[Event]) -> None:
         self._fanout.deliver_all(events)
-        self.stats.published += len(events)
+
+    def publish_threadsafe(self, events: Sequence[Event]) -> None:
+        """``publish`` from a thread other than the gateway's loop (the Events service's)."""
+        self._fanout.deliver_all(events, from_thread=True)
 
     async def subscribe(
         self, topics: Sequence[str], *, last_event_id: int | None = None

@@ -11,12 +11,20 @@ each topic replays its last ``replay`` events, and all replay buffers
 together hold at most ``replay_bytes`` (the topics published least recently
 give up their oldest events first) and ``max_topics`` topics without
 subscribers.
+
+Subscribers live on the gateway's event loop; events may be delivered from
+another thread too (``deliver_all(..., from_thread=True)``, the Events
+service's): the tables and queues are guarded by one lock, and the waiting
+subscribers are woken on their loop. A stream that has not written yet in
+the loop's current round then writes the new events in that round, rather
+than one round later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -61,19 +69,20 @@ class Subscription:
         self.closed = False
 
     def _put(self, frames: list[bytes]) -> None:
+        # Under the fanout's lock; the caller wakes the subscriber.
         queue = self._queue
         over = len(queue) + len(frames) - self.maxlen
         if over > 0:  # the deque drops the oldest itself
             self.dropped += over
             self._fanout.stats.dropped += over
         queue.extend(frames)
-        self.wake()
 
     def take(self) -> tuple[list[bytes], int]:
         """Queued frames, oldest first, and how many were dropped before them."""
-        frames = list(self._queue)
-        self._queue.clear()
-        dropped, self.dropped = self.dropped, 0
+        with self._fanout._lock:
+            frames = list(self._queue)
+            self._queue.clear()
+            dropped, self.dropped = self.dropped, 0
         return frames, dropped
 
     def pending(self) -> int:
@@ -104,17 +113,22 @@ class Subscription:
         self.wake()
 
     def wake(self) -> None:
-        """Make a pending ``wait()`` return now."""
+        """Make a pending ``wait()`` return now (on the subscriber's loop)."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _wake_if_pending(self) -> None:
+        if self._queue or self.dropped:
+            self.wake()
 
     def close(self) -> None:
         """Stop receiving; the broker forgets the subscriber at once."""
         if self.closed:
             return
         self.closed = True
-        self._queue.clear()
+        with self._fanout._lock:
+            self._queue.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -132,7 +146,8 @@ class _Topic:
 
 
 class Fanout:
-    """Topic table of one gateway. Not thread-safe: used from its event loop only."""
+    """Topic table of one gateway, used from its event loop; ``deliver_all`` may
+    also be called from another thread with ``from_thread=True``."""
 
     def __init__(
         self,
@@ -153,6 +168,8 @@ class Fanout:
         self._topics: OrderedDict[str, _Topic] = OrderedDict()
         self._replay_total = 0
         self._on_idle = on_idle
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the subscribers'
 
     def has_subscribers(self, topic: str) -> bool:
         state = self._topics.get(topic)
@@ -160,25 +177,43 @@ class Fanout:
 
     def deliver(self, event: Event) -> Event:
         """Give ``event`` the topic's next seq, frame it, queue it for every subscriber."""
-        event, frame, state = self._sequence(event)
-        for subscriber in state.subscribers:
-            subscriber._put([frame])
+        with self._lock:
+            event, frame, state = self._sequence(event)
+            subscribers = list(state.subscribers)
+            for subscriber in subscribers:
+                subscriber._put([frame])
+        for subscriber in subscribers:
+            subscriber.wake()
         return event
 
-    def deliver_all(self, events: Sequence[Event]) -> None:
-        """``deliver`` each event, in order; a subscriber gets each run of events
-        on one topic in one go (one wake-up, not one per event)."""
-        run: list[bytes] = []
-        run_state: _Topic | None = None
-        for event in events:
-            _, frame, state = self._sequence(event)
-            if state is not run_state:
-                if run_state is not None:
-                    _put_run(run_state, run)
-                run, run_state = [], state
-            run.append(frame)
-        if run_state is not None:
-            _put_run(run_state, run)
+    def deliver_all(self, events: Sequence[Event], *, from_thread: bool = False) -> None:
+        """``deliver`` each event, in order, and count them as published; a subscriber
+        gets each run of events on one topic in one go (one wake-up, not one per
+        event). ``from_thread``: called from a thread other than the subscribers'
+        loop, which wakes them when it gets to it."""
+        reached: list[Subscription] = []
+        with self._lock:
+            run: list[bytes] = []
+            run_state: _Topic | None = None
+            for event in events:
+                _, frame, state = self._sequence(event)
+                if state is not run_state:
+                    if run_state is not None:
+                        _put_run(run_state, run, reached)
+                    run, run_state = [], state
+                run.append(frame)
+            if run_state is not None:
+                _put_run(run_state, run, reached)
+            self.stats.published += len(events)
+            loop = self._loop
+        if not reached:
+            return
+        if from_thread:
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(_wake_pending, reached)
+        else:
+            for subscriber in reached:
+                subscriber.wake()
 
     def _sequence(self, event: Event) -> tuple[Event, bytes, _Topic]:
         topics = self._topics
@@ -209,19 +244,22 @@ class Fanout:
         (single topic only). Also returns the topics that had no subscriber before."""
         names = tuple(dict.fromkeys(topics))
         sub = Subscription(self, names, self.queue_size)
-        if last_event_id is not None and len(names) == 1:
-            state = self._topics.get(names[0])
-            if state is not None:
-                self._queue_replay(sub, state, last_event_id)
-        new: list[str] = []
-        for name in names:
-            state = self._topics.get(name)
-            if state is None:
-                state = self._topics[name] = _Topic(self.replay)
-            if not state.subscribers:
-                new.append(name)
-            state.subscribers.add(sub)
-        self.stats.subscribers += 1
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._loop = loop
+            if last_event_id is not None and len(names) == 1:
+                state = self._topics.get(names[0])
+                if state is not None:
+                    self._queue_replay(sub, state, last_event_id)
+            new: list[str] = []
+            for name in names:
+                state = self._topics.get(name)
+                if state is None:
+                    state = self._topics[name] = _Topic(self.replay)
+                if not state.subscribers:
+                    new.append(name)
+                state.subscribers.add(sub)
+            self.stats.subscribers += 1
         return sub, new
 
     def _queue_replay(self, sub: Subscription, state: _Topic, last_event_id: int) -> None:
@@ -235,22 +273,27 @@ class Fanout:
         sub._put([frame for seq, frame in state.replay if seq > last_event_id])
 
     def _remove(self, sub: Subscription) -> None:
-        self.stats.subscribers -= 1
-        for name in sub.topics:
-            state = self._topics.get(name)
-            if state is None:
-                continue
-            state.subscribers.discard(sub)
-            if not state.subscribers:
-                if not state.replay:
-                    del self._topics[name]
-                if self._on_idle is not None:
-                    self._on_idle(name)
+        idle: list[str] = []
+        with self._lock:
+            self.stats.subscribers -= 1
+            for name in sub.topics:
+                state = self._topics.get(name)
+                if state is None:
+                    continue
+                state.subscribers.discard(sub)
+                if not state.subscribers:
+                    if not state.replay:
+                        del self._topics[name]
+                    idle.append(name)
+        if self._on_idle is not None:
+            for name in idle:
+                self._on_idle(name)
 
     def close_all(self) -> None:
-        for state in list(self._topics.values()):
-            for sub in list(state.subscribers):
-                sub.close()
+        with self._lock:
+            subs = {sub for state in self._topics.values() for sub in state.subscribers}
+        for sub in subs:
+            sub.close()
 
     def _trim_replay(self) -> None:
         topics = self._topics
@@ -273,6 +316,14 @@ class Fanout:
             self._replay_total -= sum(len(f) + _ENTRY_OVERHEAD for _, f in state.replay)
 
 
-def _put_run(state: _Topic, frames: list[bytes]) -> None:
+def _put_run(state: _Topic, frames: list[bytes], reached: list[Subscription]) -> None:
     for subscriber in state.subscribers:
         subscriber._put(frames)
+    reached.extend(state.subscribers)
+
+
+def _wake_pending(subscribers: list[Subscription]) -> None:
+    # A subscriber that took its events meanwhile (while its loop's round ran) is not
+    # woken again for nothing.
+    for subscriber in subscribers:
+        subscriber._wake_if_pending()

@@ -170,7 +170,6 @@ class NatsBroker:
 
     async def publish(self, events: Sequence[Event]) -> None:
         self._fanout.deliver_all(events)
-        self.stats.published += len(events)
         nc = self._nc
         if nc is None or not nc.is_connected:
             self._failed(len(events), "not connected")
