@@ -47,6 +47,19 @@ def group_headers(
     return grouped.values()
 
 
+def with_init(init: bytes) -> bytes:
+    """A ServeHTTPRequest or ServeHTTPResponse carrying only ``init``, the serialized
+    init (field 1 of both), as the generated class serializes it: no copy of the
+    init into a wrapper message."""
+    size = len(init)
+    prefix = bytearray(b"\n")
+    while size > 0x7F:
+        prefix.append(size & 0x7F | 0x80)
+        size >>= 7
+    prefix.append(size)
+    return bytes(prefix) + init
+
+
 def headers_to_proto(
     headers: Iterable[tuple[str | bytes, str | bytes]],
 ) -> list[http_pb2.HTTPHeader]:

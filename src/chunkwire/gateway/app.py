@@ -18,7 +18,7 @@ from .._core import DEFAULT_CHUNK_SIZE
 from .._paths import BadPath, route_plugin
 from .._proto import http_pb2
 from .._websocket import DEFAULT_MAX_MESSAGE_SIZE
-from .._wire import group_headers
+from .._wire import group_headers, with_init
 from ..events.broker import Broker, InMemoryBroker
 from ..events.model import DEFAULT_MAX_DATA
 from ..events.service import EventsServer
@@ -584,7 +584,7 @@ class Gateway:
         add = init.headers.add
         for key, values in group_headers(headers):
             add(key=key, values=values)
-        return _request_with_init(init.SerializeToString()), context.request_id
+        return with_init(init.SerializeToString()), context.request_id
 
     # -- introspection --------------------------------------------------------
 
@@ -608,17 +608,6 @@ class Gateway:
             data["tasks"] = 0
         data.update(memory_kb())
         return data
-
-
-def _request_with_init(init: bytes) -> bytes:
-    """``ServeHTTPRequest(init=...)`` serialized, from the serialized init (field 1)."""
-    size = len(init)
-    prefix = bytearray(b"\n")
-    while size > 0x7F:
-        prefix.append(size & 0x7F | 0x80)
-        size >>= 7
-    prefix.append(size)
-    return bytes(prefix) + init
 
 
 class _MallInfo2(ctypes.Structure):
