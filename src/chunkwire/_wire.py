@@ -27,9 +27,9 @@ def identity(data: bytes) -> bytes:
     return data
 
 
-def headers_to_proto(
+def group_headers(
     headers: Iterable[tuple[str | bytes, str | bytes]],
-) -> list[http_pb2.HTTPHeader]:
+) -> Iterable[tuple[str, list[bytes]]]:
     """Group (name, value) pairs by name, keeping every value in order.
 
     Names keep the spelling of their first occurrence; values are bytes on
@@ -44,7 +44,27 @@ def headers_to_proto(
             grouped[key.lower()] = (key, [raw])
         else:
             slot[1].append(raw)
-    return [http_pb2.HTTPHeader(key=key, values=values) for key, values in grouped.values()]
+    return grouped.values()
+
+
+def with_init(init: bytes) -> bytes:
+    """A ServeHTTPRequest or ServeHTTPResponse carrying only ``init``, the serialized
+    init (field 1 of both), as the generated class serializes it: no copy of the
+    init into a wrapper message."""
+    size = len(init)
+    prefix = bytearray(b"\n")
+    while size > 0x7F:
+        prefix.append(size & 0x7F | 0x80)
+        size >>= 7
+    prefix.append(size)
+    return bytes(prefix) + init
+
+
+def headers_to_proto(
+    headers: Iterable[tuple[str | bytes, str | bytes]],
+) -> list[http_pb2.HTTPHeader]:
+    """HTTPHeader messages of ``group_headers``."""
+    return [http_pb2.HTTPHeader(key=key, values=values) for key, values in group_headers(headers)]
 
 
 def headers_from_proto(headers: Iterable[http_pb2.HTTPHeader]) -> CIMultiDict[str]:

@@ -100,6 +100,42 @@ def test_slow_request_headers_get_408(honest, trickle):
         gateway.stop()
 
 
+def _answer(sock: socket.socket) -> bytes:
+    received = b""
+    while not received.endswith(b"honest hello"):
+        piece = sock.recv(65536)
+        assert piece, f"closed mid-answer: {received!r}"
+        received += piece
+    return received
+
+
+def test_keep_alive_and_header_timeouts_on_one_connection(honest):
+    # Both timeouts share one timer per connection: an idle connection is
+    # still closed after uvicorn's keep-alive timeout (5 s), and a head that
+    # starts on a kept-alive connection still gets its own header deadline.
+    gateway, url = start_gateway({"honest": f"unix:{honest}"}, "--header-timeout", "2")
+    request = b"GET /plugins/honest/hello HTTP/1.1\r\nHost: t\r\n\r\n"
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(request)
+            assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+            start = time.monotonic()
+            assert read_until_closed(sock) == b""
+            assert time.monotonic() - start < 20  # closed, not the read timing out
+
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            for _ in range(2):
+                sock.sendall(request)
+                assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+                time.sleep(1)
+            sock.sendall(request[:-2])  # the head never ends
+            answer = read_until_closed(sock)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    finally:
+        gateway.stop()
+
+
 def test_second_plugin_on_a_used_socket_exits_with_one_line(honest):
     proc = subprocess.run(
         [sys.executable, "-m", "chunkwire", "plugin", "trust_apps:honest",

@@ -18,7 +18,7 @@ from .._core import DEFAULT_CHUNK_SIZE
 from .._paths import BadPath, route_plugin
 from .._proto import http_pb2
 from .._websocket import DEFAULT_MAX_MESSAGE_SIZE
-from .._wire import headers_to_proto
+from .._wire import group_headers, with_init
 from ..events.broker import Broker, InMemoryBroker
 from ..events.model import DEFAULT_MAX_DATA
 from ..events.service import EventsServer
@@ -575,13 +575,16 @@ class Gateway:
             proto=proto,
             proto_major=major,
             proto_minor=minor,
-            headers=headers_to_proto(headers),
             host=host,
             remote_addr=f"{client[0]}:{client[1]}" if client else "",
             request_uri=target,
             content_length=head.content_length,
         )
-        return http_pb2.ServeHTTPRequest(init=init).SerializeToString(), context.request_id
+        # Added in place: no HTTPHeader objects built only to be copied.
+        add = init.headers.add
+        for key, values in group_headers(headers):
+            add(key=key, values=values)
+        return with_init(init.SerializeToString()), context.request_id
 
     # -- introspection --------------------------------------------------------
 

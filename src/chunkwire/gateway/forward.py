@@ -176,6 +176,11 @@ def unreachable(error: grpc.aio.AioRpcError) -> bool:
     return any(hint in text for hint in _UNREACHABLE_HINTS)
 
 
+def _cancel_pending(task: asyncio.Future[object]) -> None:
+    if not task.done():
+        task.cancel()
+
+
 class Forward:
     """State of one forwarded request; ``run()`` returns when the client has its answer."""
 
@@ -197,6 +202,7 @@ class Forward:
         "_max_body_size",
         "_max_empty",
         "_method",
+        "_mux",
         "_plugin_id",
         "_reading_since",
         "_reason",
@@ -204,14 +210,15 @@ class Forward:
         "_recv_task",
         "_remaining",
         "_request_id",
+        "_response_deadline",
         "_response_done",
         "_response_timeout",
         "_send",
         "_sized",
         "_started",
         "_stats",
-        "_timer",
         "_watchdog",
+        "_watchdog_at",
         "_write_first",
         "_writing_since",
     )
@@ -255,8 +262,12 @@ class Forward:
         self._started = False
         self._response_done = False
         self._body_done = False
-        self._timer: asyncio.TimerHandle | None = None
+        # One timer serves both timeouts (see _check_timers).
+        self._response_deadline: float | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
+        # A mux stream's half-close never waits (no gRPC operation behind it).
+        self._mux = getattr(call, "ready", None) is not None
         self._reading_since: float | None = None  # waiting for a response frame
         self._writing_since: float | None = None  # a request frame waits for the plugin
         self._recv_task: asyncio.Future[Message] | None = None
@@ -295,28 +306,46 @@ class Forward:
     def _arm_response_timer(self) -> None:
         # From the end of the request body (or a wait for the plugin to ask
         # for it) to the response head.
-        if self._response_timeout is not None and not self._started and self._timer is None:
-            self._timer = self._loop.call_later(self._response_timeout, self._timed_out)
+        timeout = self._response_timeout
+        if timeout is not None and not self._started and self._response_deadline is None:
+            deadline = self._loop.time() + timeout
+            self._response_deadline = deadline
+            if self._watchdog is None or self._watchdog_at > deadline:
+                self._wake_at(deadline)
 
     def _disarm_response_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._response_deadline = None  # the timer, when it fires, finds nothing due
 
-    def _check_idle(self) -> None:
-        # One timer per request, re-armed at the earliest moment a wait on
-        # the plugin can expire: no timer call per frame.
+    def _wake_at(self, when: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog = self._loop.call_at(when, self._check_timers)
+        self._watchdog_at = when
+
+    def _check_timers(self) -> None:
+        # One timer per request for both timeouts, re-armed lazily at the
+        # earliest moment one can expire: no timer call per frame, and none
+        # when the response timeout is armed or disarmed.
         self._watchdog = None
-        idle = self._idle_timeout
-        if idle is None or self._reason is not None or self._response_done:
+        if self._reason is not None or self._response_done:
             return
         now = self._loop.time()
-        waits = [t for t in (self._writing_since, self._reading_since) if t is not None]
-        if waits and now - min(waits) >= idle:
-            self._abort("idle")
+        deadline = self._response_deadline
+        if deadline is not None and now >= deadline:
+            self._response_deadline = None
+            self._timed_out()
             return
-        base = min(waits) if waits else now
-        self._watchdog = self._loop.call_at(base + idle, self._check_idle)
+        due = deadline
+        idle = self._idle_timeout
+        if idle is not None:
+            waits = [t for t in (self._writing_since, self._reading_since) if t is not None]
+            if waits and now - min(waits) >= idle:
+                self._abort("idle")
+                return
+            base = min(waits) if waits else now
+            due = base + idle if due is None else min(due, base + idle)
+        if due is not None:
+            self._wake_at(due)
 
     def _on_received(self, task: asyncio.Future[Message]) -> None:
         if task.cancelled() or task.exception() is not None:
@@ -493,8 +522,14 @@ class Forward:
     # -- response side ----------------------------------------------------------
 
     async def run(self) -> None:
-        if self._idle_timeout is not None:
-            self._watchdog = self._loop.call_later(self._idle_timeout, self._check_idle)
+        # The first wake-up comes no later than either timeout could expire,
+        # so arming the response timeout later needs no timer of its own.
+        first = min(
+            (t for t in (self._idle_timeout, self._response_timeout) if t is not None),
+            default=None,
+        )
+        if first is not None:
+            self._wake_at(self._loop.time() + first)
         pump: asyncio.Task[None] | None = None
         try:
             if self._write_first:
@@ -529,7 +564,14 @@ class Forward:
             log.debug("request pump failed", exc_info=pump.exception())
         recv = self._recv_task
         if recv is not None and not recv.done():
-            recv.cancel()
+            if pump is None:
+                # The disconnect watch of a bodiless request: a server wakes
+                # a pending receive() once the response is complete (uvicorn
+                # does), and the watch then ends by itself, cheaper than a
+                # cancellation; one that stays pending is cancelled next turn.
+                self._loop.call_soon(_cancel_pending, recv)
+            else:
+                recv.cancel()
         self._recv_task = None
 
     def _body_refused(self) -> bool:
@@ -713,7 +755,9 @@ class Forward:
         # progress is waited for, never interrupted (grpc/grpc#43360). A
         # plugin that never ends the RPC is cancelled after a grace period.
         call = self._call
-        guard = self._loop.call_later(_STATUS_GRACE, call.cancel)
+        guard = None
+        if not (self._mux and self._idle.is_set()):
+            guard = self._loop.call_later(_STATUS_GRACE, call.cancel)
         try:
             await self._idle.wait()
             if self._reason is None and not call.done():
@@ -723,10 +767,13 @@ class Forward:
                     await call.done_writing()
             if call.done():
                 return  # a mux stream ends with its DELIVERED: no status to collect
+            if guard is None:
+                guard = self._loop.call_later(_STATUS_GRACE, call.cancel)
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                 await call.read()
         finally:
-            guard.cancel()
+            if guard is not None:
+                guard.cancel()
 
     def _aborted(self, detail: str) -> UpstreamAborted:
         self._stats["aborted"] = self._stats.get("aborted", 0) + 1

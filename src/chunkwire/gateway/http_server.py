@@ -119,7 +119,12 @@ def limited_http_protocol(
         _header_bytes = 0
         _header_count = 0
         _refused = False
-        _header_timer: asyncio.TimerHandle | None = None
+        # One timer per connection serves the header timeout and uvicorn's
+        # keep-alive timeout (see _on_tick): none is armed per request.
+        _head_since: float | None = None  # a request head is being read since
+        _idle_since: float | None = None  # waiting for the next request since
+        _tick: asyncio.TimerHandle | None = None
+        _tick_at = 0.0
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -136,6 +141,9 @@ def limited_http_protocol(
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._tick is not None:
+                self._tick.cancel()
+                self._tick = None
             super().connection_lost(exc)
 
         _linger_budget = _LINGER_BYTES
@@ -153,16 +161,74 @@ def limited_http_protocol(
                 super().send_400_response(msg)
 
         def _arm(self) -> None:
-            if header_timeout is not None and self._header_timer is None:
-                self._header_timer = self.loop.call_later(header_timeout, self._timed_out)
+            if header_timeout is not None and self._head_since is None:
+                now = self.loop.time()
+                self._head_since = now
+                self._ensure_tick(now, now + header_timeout)
 
         def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+            self._head_since = None
+
+        def _unset_keepalive_if_required(self) -> None:
+            self._idle_since = None
+
+        def on_response_complete(self) -> None:
+            # uvicorn's, but the keep-alive wait is kept on the connection's
+            # one timer instead of a timer per response.
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._idle_since = None
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            else:
+                now = self.loop.time()
+                self._idle_since = now
+                self._ensure_tick(now, now + self.timeout_keep_alive)
+
+        def _ensure_tick(self, now: float, deadline: float) -> None:
+            # The timer is never further away than the shortest timeout, so
+            # a deadline set later is never earlier than it: re-arming is
+            # needed only for the first deadline of a connection, if at all.
+            tick = self._tick
+            if tick is None:
+                period = self.timeout_keep_alive
+                if header_timeout is not None:
+                    period = min(period, header_timeout)
+                when = min(deadline, now + period)
+            elif self._tick_at > deadline:
+                tick.cancel()
+                when = deadline
+            else:
+                return
+            self._tick = self.loop.call_at(when, self._on_tick)
+            self._tick_at = when
+
+        def _on_tick(self) -> None:
+            self._tick = None
+            if self.transport.is_closing():
+                return
+            now = self.loop.time()
+            head = self._head_since
+            if head is not None and header_timeout is not None and now >= head + header_timeout:
+                self._timed_out()
+                return
+            idle = self._idle_since
+            if idle is not None and now >= idle + self.timeout_keep_alive:
+                self._idle_since = None
+                self.timeout_keep_alive_handler()
+                return
+            deadline = float("inf")
+            if head is not None and header_timeout is not None:
+                deadline = head + header_timeout
+            if idle is not None:
+                deadline = min(deadline, idle + self.timeout_keep_alive)
+            self._ensure_tick(now, deadline)
 
         def _timed_out(self) -> None:
-            self._header_timer = None
+            self._head_since = None
             busy = self.cycle is not None and not self.cycle.response_complete
             # A response in progress must not get another one in its middle.
             self._refuse(None if busy else b"408 Request Timeout", "request header timeout")

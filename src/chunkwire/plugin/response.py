@@ -26,7 +26,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from .._core import Chunker, encode_response_frame
 from .._proto import http_pb2
-from .._wire import headers_to_proto
+from .._wire import group_headers, with_init
 from ..errors import ClientDisconnected, HeadersAlreadySent, ResponseAborted
 
 SendMessage = Callable[[bytes], Any]
@@ -485,10 +485,11 @@ class Response:
     # -- sending -----------------------------------------------------------------
 
     def _init_message(self) -> bytes:
-        init = http_pb2.ServeHTTPResponseInit(
-            status_code=self._status, headers=headers_to_proto(self._headers.items())
-        )
-        return http_pb2.ServeHTTPResponse(init=init).SerializeToString()
+        init = http_pb2.ServeHTTPResponseInit(status_code=self._status)
+        add = init.headers.add  # in place: no HTTPHeader objects built to be copied
+        for key, values in group_headers(self._headers.items()):
+            add(key=key, values=values)
+        return with_init(init.SerializeToString())
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:

@@ -79,10 +79,13 @@ class BatchSender:
         self._task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
         self.messages = 0
+        self.sent_at = 0.0  # loop time of the last batch handed to the write
         self._writing = False
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._time = loop.time
+        self._task = loop.create_task(self._run())
 
     def kick(self) -> None:
         self._ready.set()
@@ -104,6 +107,7 @@ class BatchSender:
 
     async def _send(self, batch: bytes) -> None:
         self.messages += 1
+        self.sent_at = self._time()
         self._writing = True
         try:
             await self._write(batch)
