@@ -125,3 +125,28 @@ async def test_run_stops_cleanly_on_signal(sock_dir: str, sig: signal.Signals) -
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_stop_ends_an_idle_clients_connection_instead_of_waiting_the_grace(
+    sock_dir: str, transport: str
+) -> None:
+    """A client that made one request keeps its connection (mux, lane) open. stop()
+    sends GOAWAY and, with no stream left, the plugin ends the connection itself: the
+    client's pool sees it closed and stop() returns, far inside the 60 s grace."""
+    import asyncio
+
+    server = await make_plugin(State()).start(f"unix:{sock_dir}/plugin.sock")
+    async with PluginClient(server.address, transport=transport) as client:
+        response = await client.request("POST", "/echo", body=b"one")
+        assert await response.read() == b"one"
+        pool = client._pool
+        assert (pool is not None) == (transport != "call")
+        stopping = asyncio.ensure_future(server.stop(60))
+        await asyncio.wait_for(stopping, 30)  # a hang guard: the grace is 60 s
+        assert server.mux.connections == set()
+        if pool is not None:
+            for _ in range(1000):  # the client's reader sees the end of the connection
+                if not pool.connections:
+                    break
+                await asyncio.sleep(0.01)
+            assert pool.connections == []

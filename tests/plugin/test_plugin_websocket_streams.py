@@ -66,3 +66,38 @@ async def test_a_bad_session_init_resets_that_stream_and_a_session_ends_with_an_
         assert server.mux_streams == 0  # closed on the plugin's side once END left
         assert server.websocket.servicer.calls == 0
         call.cancel()
+
+
+async def test_a_stopping_plugin_ends_the_connection_once_its_session_ended():
+    """GOAWAY, then the running session finishes, then the plugin ends the Connect call
+    itself (status OK): stop() returns then, not after its grace period (60 s here)."""
+    plugin = Plugin("p")
+    release = asyncio.Event()
+
+    @plugin.websocket("/wait")
+    async def wait(ws):  # type: ignore[no-untyped-def]
+        await ws.accept()
+        await release.wait()
+        await ws.close(4000, "done")
+
+    server = await plugin.start("127.0.0.1:0")
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        call = channel.stream_stream(
+            CONNECT_METHOD, request_serializer=None, response_deserializer=None
+        )()
+        await call.write(encode_batch([(1, Kind.OPEN, WEBSOCKET, _init("/wait"))]))
+        await _frames_until(call, lambda f: any(k == Kind.DATA for _, k, _, _ in f))
+        stopping = asyncio.ensure_future(server.stop(60))
+        frames = await _frames_until(call, lambda f: any(k == Kind.GOAWAY for _, k, _, _ in f))
+        assert (0, Kind.GOAWAY, 1, b"") in frames
+        assert not stopping.done()  # the session still runs
+        release.set()
+        frames = await _frames_until(
+            call, lambda f: any(s == 1 and v & END for s, k, v, _ in f if k == Kind.DATA)
+        )
+        (close,) = [p for _, k, _, p in frames if k == Kind.DATA and p]
+        assert wire.parse(close).close.code == 4000
+        # The plugin ends the call (hang guards: the grace is 60 s).
+        assert await asyncio.wait_for(call.read(), 30) is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+        await asyncio.wait_for(stopping, 30)

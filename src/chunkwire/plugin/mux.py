@@ -432,20 +432,50 @@ class MuxServicer:
         self.plugin = plugin
         self.active = 0
         self.connections: set[_PluginConnection] = set()
+        self._tasks: dict[_PluginConnection, asyncio.Task[Any]] = {}
+        self._drained: set[_PluginConnection] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
 
     async def connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         conn = _PluginConnection(self, context)
         self.connections.add(conn)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[conn] = task
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            if conn not in self._drained:
+                raise
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()  # drained after GOAWAY: the call ends as finished
         finally:
             self.connections.discard(conn)
+            self._tasks.pop(conn, None)
+            self._drained.discard(conn)
 
     def go_away(self) -> None:
-        """Refuse new streams on every connection; those running finish."""
+        """Refuse new streams on every connection; those running finish, then
+        each connection ends (its call returns) instead of waiting for the
+        server's grace period."""
         for conn in self.connections:
             conn.proto.go_away()
             conn.sender.kick()
+            watcher = asyncio.get_running_loop().create_task(self._end_when_drained(conn))
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
+
+    async def _end_when_drained(self, conn: _PluginConnection) -> None:
+        # Polled: only while stopping (the lane's close waits the same way).
+        while conn.streams or conn.proto.streams or conn.proto.has_frames or conn.sender.busy:
+            if conn not in self.connections:
+                return
+            await asyncio.sleep(0.02)
+        task = self._tasks.get(conn)
+        if task is not None and not task.done():
+            self._drained.add(conn)
+            task.cancel()
 
     @property
     def busy(self) -> bool:
