@@ -2,12 +2,14 @@
 
 Each lane brings two rings (memfds, mapped): a lane that outlived its
 plugin, or a ring not closed with it, would show here as one more fd or
-mapping per restart.
+ring mapping per restart. Ring mappings must be back exactly, fds at most
+where they were, all mappings within the allocator's arena slack.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import tempfile
@@ -23,9 +25,26 @@ from chunkwire.plugin import Plugin, Request, Response
 RESTARTS = 200
 
 
-def _counts() -> tuple[int, int]:
+# Python's and malloc's own 1 MiB arenas come and go with the heap's
+# fragmentation, whatever the lane does: all mappings together may differ by
+# this much. A leak per restart would be RESTARTS.
+ARENA_SLACK = 8
+
+
+def _counts() -> tuple[int, int, int]:
+    """(open fds, ring mappings, all mappings)."""
+    gc.collect()  # garbage not yet collected holds arenas, and maybe sockets
     with open("/proc/self/maps") as maps:
-        return len(os.listdir("/proc/self/fd")), sum(1 for _ in maps)
+        lines = maps.readlines()
+    rings = sum("chunkwire-ring" in line for line in lines)
+    return len(os.listdir("/proc/self/fd")), rings, len(lines)
+
+
+def _back(now: tuple[int, int, int], before: tuple[int, int, int]) -> bool:
+    # Fewer fds is fine: a connection of the warm-up's last plugin may still
+    # have been closing when ``before`` was taken.
+    fds, rings, maps = now
+    return fds <= before[0] and rings == before[1] and maps <= before[2] + ARENA_SLACK
 
 
 def _plugin() -> Plugin:
@@ -74,9 +93,9 @@ def test_plugin_restarts_leave_fds_and_mappings_where_they_started(transport):
                     await cycle(i)
                 # the last plugin's connection ends once its socket closes
                 for _ in range(200):
-                    if _counts() == before:
+                    if _back(_counts(), before):
                         break
                     await asyncio.sleep(0.02)
-                assert _counts() == before
+                assert _back(_counts(), before), (_counts(), before)
 
     run(main())
