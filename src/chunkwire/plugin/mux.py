@@ -347,7 +347,8 @@ class _PluginConnection:
         stream.response = response
         response._delivery_hook = functools.partial(self._watch_delivery, response)
         content_length = init.content_length if init.content_length >= 0 else None
-        ask = stream.ask_for_body if expects_continue(init) else None
+        # A complete body is never asked for (RequestBody ignores ``ask``).
+        ask = stream.ask_for_body if not complete and expects_continue(init) else None
         body = RequestBody(
             first,
             complete,

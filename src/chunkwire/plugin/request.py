@@ -267,7 +267,9 @@ class Request:
             self.path = raw_path
             self._path_error = exc
         self.query_string: str = query
-        self.query: MultiDict[str] = MultiDict(parse_qsl(query, keep_blank_values=True))
+        self.query: MultiDict[str] = (
+            MultiDict(parse_qsl(query, keep_blank_values=True)) if query else MultiDict()
+        )
         self.host: str = init.host
         self.remote_addr: str = init.remote_addr
         self.request_uri: str = init.request_uri
