@@ -16,7 +16,8 @@ import pytest
 from processes import HANG_GUARD
 
 from chunkwire.events import Event, InMemoryBroker
-from chunkwire.events.service import SWITCH_INTERVAL, EventsServer
+from chunkwire.events.service import EventsServer
+from chunkwire.events.threads import SWITCH_INTERVAL
 
 STAY = 100
 

@@ -152,3 +152,47 @@ def test_nats_unreachable_at_start_is_one_line(stack, tmp_path):
     assert f"NATS at {url} is unreachable" in lines[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "ev.sock").exists()
+
+
+def test_a_received_event_wakes_an_idle_subscriber_from_the_nats_thread(nats_server):
+    """In one process: each broker's NATS client runs on its own thread; an event it
+    receives must wake a subscriber whose loop has nothing else to do (the sender runs
+    on another thread and loop, so nothing else wakes the receiver's)."""
+    import asyncio
+    import json
+    import os
+
+    from processes import HANG_GUARD
+
+    from chunkwire.events import Event, NatsBroker
+
+    data = os.urandom(8).hex()
+
+    async def send() -> None:
+        sender = NatsBroker(nats_server.url)
+        await sender.start()
+        try:
+            await sender.publish([Event("idle.topic", "tick", data, 0, 1)])
+        finally:
+            await sender.close()
+
+    async def receive() -> None:
+        receiver = NatsBroker(nats_server.url)
+        await receiver.start()
+        try:
+            sub = await receiver.subscribe(["idle.topic"])
+            sender = threading.Thread(target=asyncio.run, args=(send(),))
+            sender.start()
+            woken = asyncio.ensure_future(sub.wait(3600.0))
+            done, _ = await asyncio.wait({woken}, timeout=HANG_GUARD)
+            sender.join(HANG_GUARD)
+            assert done, "the subscriber was not woken"
+            frames, _ = sub.take()
+            assert [json.loads(f.split(b"data: ")[1])["data"] for f in frames] == [data]
+            sub.close()
+        finally:
+            await receiver.close()
+
+    # Debug mode: waking the subscriber from the wrong thread raises instead of waiting
+    # for something else to wake the loop.
+    asyncio.run(receive(), debug=True)

@@ -186,11 +186,13 @@ class Fanout:
             subscriber.wake()
         return event
 
-    def deliver_all(self, events: Sequence[Event], *, from_thread: bool = False) -> None:
-        """``deliver`` each event, in order, and count them as published; a subscriber
-        gets each run of events on one topic in one go (one wake-up, not one per
-        event). ``from_thread``: called from a thread other than the subscribers'
-        loop, which wakes them when it gets to it."""
+    def deliver_all(
+        self, events: Sequence[Event], *, from_thread: bool = False, count: bool = True
+    ) -> None:
+        """``deliver`` each event, in order, and count them as published (unless not
+        ``count``); a subscriber gets each run of events on one topic in one go (one
+        wake-up, not one per event). ``from_thread``: called from a thread other than
+        the subscribers' loop, which wakes them when it gets to it."""
         reached: list[Subscription] = []
         with self._lock:
             run: list[bytes] = []
@@ -204,7 +206,8 @@ class Fanout:
                 run.append(frame)
             if run_state is not None:
                 _put_run(run_state, run, reached)
-            self.stats.published += len(events)
+            if count:
+                self.stats.published += len(events)
             loop = self._loop
         if not reached:
             return
@@ -236,6 +239,10 @@ class Fanout:
             if self._replay_total > self.replay_bytes:
                 self._trim_replay()
         return event, frame, state
+
+    def count_dropped(self, count: int) -> None:
+        with self._lock:
+            self.stats.dropped += count
 
     def subscribe(
         self, topics: Iterable[str], last_event_id: int | None = None

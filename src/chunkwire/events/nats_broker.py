@@ -11,6 +11,12 @@ events published meanwhile still reach this gateway's subscribers but not
 the other gateways', and are counted in ``stats.publish_failed`` (logged
 once per outage). Outbound buffering while disconnected is off
 (``pending_size=0``), so nothing is replayed late after a reconnect.
+
+The NATS client runs on a thread and event loop of its own: on the
+gateway's loop, busy writing to many SSE streams, each step of reading a
+message (socket, parser, subscription task, delivery) waited for a whole
+round of writes. Messages are delivered to the local fan-out from that
+thread (see ``Fanout.deliver_all``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from .fanout import (
     Subscription,
 )
 from .model import Event, event_problem
+from .threads import LoopThread
 
 log = logging.getLogger("chunkwire.events")
 
@@ -93,18 +100,30 @@ class NatsBroker:
         self._outage_failed: int | None = None  # events failed in the current outage
         self._starting = False
         self._last_refusal_log = -_REFUSAL_LOG_INTERVAL
+        self._thread: LoopThread | None = None  # where the client and _remote live
 
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
         try:
-            from nats.aio.client import Client
+            from nats.aio.client import Client  # noqa: F401
         except ImportError as error:
             raise BrokerUnavailable(
                 "NatsBroker needs nats-py: pip install 'chunkwire[nats]'"
             ) from error
-        if self._nc is not None:
+        if self._thread is not None:
             return
+        thread = LoopThread("chunkwire-nats")
+        try:
+            await thread.call(self._connect())
+        except BaseException:
+            await thread.stop()
+            raise
+        self._thread = thread
+
+    async def _connect(self) -> None:
+        from nats.aio.client import Client
+
         loop = asyncio.get_running_loop()
         first_error: asyncio.Future[BaseException] = loop.create_future()
         self._starting = True
@@ -156,6 +175,14 @@ class NatsBroker:
 
     async def close(self) -> None:
         self._fanout.close_all()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            try:
+                await thread.call(self._disconnect())
+            finally:
+                await thread.stop()
+
+    async def _disconnect(self) -> None:
         nc, self._nc = self._nc, None
         for task in list(self._tasks):
             task.cancel()
@@ -170,6 +197,13 @@ class NatsBroker:
 
     async def publish(self, events: Sequence[Event]) -> None:
         self._fanout.deliver_all(events)
+        thread = self._thread
+        if thread is None:
+            self._failed(len(events), "not connected")
+            return
+        await thread.call(self._publish_remote(events))
+
+    async def _publish_remote(self, events: Sequence[Event]) -> None:
         nc = self._nc
         if nc is None or not nc.is_connected:
             self._failed(len(events), "not connected")
@@ -212,15 +246,21 @@ class NatsBroker:
     ) -> Subscription:
         sub, _ = self._fanout.subscribe(topics, last_event_id)
         try:
-            for topic in sub.topics:
-                remote = self._remote.get(topic)
-                if remote is None:
-                    remote = self._open(topic)
-                await asyncio.shield(remote.ready)
+            thread = self._thread
+            if thread is None:
+                raise BrokerUnavailable("the NATS broker is not started")
+            await thread.call(self._watch(sub.topics))
         except BaseException:
             sub.close()
             raise
         return sub
+
+    async def _watch(self, topics: Sequence[str]) -> None:
+        for topic in topics:
+            remote = self._remote.get(topic)
+            if remote is None:
+                remote = self._open(topic)
+            await asyncio.shield(remote.ready)
 
     def _open(self, topic: str) -> _Remote:
         remote = _Remote(topic, asyncio.get_running_loop().create_future())
@@ -261,6 +301,13 @@ class NatsBroker:
             remote.ready.set_result(None)
 
     def _topic_idle(self, topic: str) -> None:
+        # On the gateway's loop (a subscriber closed); the NATS side runs on its thread,
+        # after what was asked of it before, so a new subscriber's _watch comes later.
+        thread = self._thread
+        if thread is not None and not thread.loop.is_closed():
+            thread.loop.call_soon_threadsafe(self._unwatch, topic)
+
+    def _unwatch(self, topic: str) -> None:
         remote = self._remote.pop(topic, None)
         if remote is not None:
             self._spawn(self._unsubscribe(remote))
@@ -291,7 +338,9 @@ class NatsBroker:
             log.warning("NATS: dropped a message on topic %r: %s", remote.topic, problem)
             return
         assert msg is not None
-        self._fanout.deliver(Event(msg.topic, msg.type, msg.data, 0, msg.ts))
+        self._fanout.deliver_all(
+            [Event(msg.topic, msg.type, msg.data, 0, msg.ts)], from_thread=True, count=False
+        )
 
     # -- connection events -------------------------------------------------------
 
@@ -303,7 +352,7 @@ class NatsBroker:
     def _on_error(self, error: BaseException) -> None:
         name = type(error).__name__
         if name == "SlowConsumerError":
-            self.stats.dropped += 1
+            self._fanout.count_dropped(1)
             return
         log.debug("NATS at %s: %s", self.url, _describe(error))
 

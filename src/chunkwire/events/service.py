@@ -21,7 +21,6 @@ import ipaddress
 import logging
 import os
 import ssl
-import sys
 import threading
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -34,6 +33,7 @@ from .._sockets import add_private_unix_port, remove_unix_socket
 from .._wire import grpc_target
 from .broker import Broker
 from .model import DEFAULT_MAX_DATA, Event, event_problem, now_ms
+from .threads import lower_switch_interval, restore_switch_interval
 
 log = logging.getLogger("chunkwire.events")
 
@@ -41,33 +41,6 @@ _BATCH_HEADROOM = 1 << 20
 # Read-ahead of one Publish stream while its previous hand-off is in flight.
 _PENDING_EVENTS = 4096
 _PENDING_CHARS = 4 << 20
-# While the service runs, the interpreter's switch interval is at most this. A
-# publisher's batch crosses three threads (gRPC's poller, this service, the
-# gateway's loop), and a thread that wants the GIL while the gateway's loop
-# writes to many streams waits the whole interval: at Python's 5 ms, events
-# reached the broker 5.8 ms after publish() (median), at 1 ms 1.8 ms.
-SWITCH_INTERVAL = 0.001
-_switch_lock = threading.Lock()
-_switch_users = 0
-_switch_saved = 0.0
-
-
-def _lower_switch_interval() -> None:
-    global _switch_users, _switch_saved
-    with _switch_lock:
-        if _switch_users == 0:
-            _switch_saved = sys.getswitchinterval()
-            if _switch_saved > SWITCH_INTERVAL:
-                sys.setswitchinterval(SWITCH_INTERVAL)
-        _switch_users += 1
-
-
-def _restore_switch_interval() -> None:
-    global _switch_users
-    with _switch_lock:
-        _switch_users -= 1
-        if _switch_users == 0 and _switch_saved > SWITCH_INTERVAL:
-            sys.setswitchinterval(_switch_saved)
 
 
 def _loopback(host: str) -> bool:
@@ -276,7 +249,7 @@ class EventsServer:
 
     async def start(self) -> None:
         gateway_loop = asyncio.get_running_loop()
-        _lower_switch_interval()
+        lower_switch_interval()
         started: concurrent.futures.Future[asyncio.AbstractEventLoop] = concurrent.futures.Future()
         thread = threading.Thread(
             target=self._run, args=(gateway_loop, started), name="chunkwire-events", daemon=True
@@ -286,7 +259,7 @@ class EventsServer:
             self._loop = await asyncio.wrap_future(started)
         except BaseException:
             await gateway_loop.run_in_executor(None, thread.join)
-            _restore_switch_interval()
+            restore_switch_interval()
             raise
         self._thread = thread
         log.info("events service listening on %s", self.address)
@@ -349,7 +322,7 @@ class EventsServer:
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
             if self.unix_path is not None:
                 remove_unix_socket(self.unix_path, self._socket_ino)
-            _restore_switch_interval()
+            restore_switch_interval()
 
 
 async def _on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
