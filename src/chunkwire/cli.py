@@ -321,7 +321,7 @@ def _uvicorn_server(
 
         async def shutdown(self, sockets: Any = None) -> None:
             # Responses still streaming after ``grace`` seconds are cut by
-            # closing their connections: the client sees a truncated response
+            # aborting their connections: the client sees a truncated response
             # (never a clean end), the gateway cancels the plugin calls as for
             # any disconnect, and nothing is left for uvicorn to cancel (which
             # would log a traceback per request).
@@ -331,7 +331,9 @@ def _uvicorn_server(
                     cycle = getattr(connection, "cycle", None)
                     transport = getattr(connection, "transport", None)
                     if cycle is not None and transport is not None and not cycle.response_complete:
-                        transport.close()
+                        # abort, not close: close waits for a client that
+                        # stopped reading to take what is buffered.
+                        transport.abort()
 
             # Event streams never end by themselves: end them cleanly first.
             end_event_streams = getattr(app, "end_event_streams", None)

@@ -31,3 +31,10 @@ async def ticks(request: Request, response: Response) -> None:
         await response.write(f"tick {n}\n".encode(), flush=True)
         n += 1
         await asyncio.sleep(0.05)
+
+
+@plugin.route("/firehose")
+async def firehose(request: Request, response: Response) -> None:
+    block = bytes(range(256)) * 256
+    while True:
+        await response.write(block)

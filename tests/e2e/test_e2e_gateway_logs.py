@@ -1,10 +1,12 @@
 """Expected failures are one gateway log line each, with the request id and the reason,
 never a traceback: a handler failing after its head, a chunked upload over
---max-body-size, a plugin that stops mid-response, an unreachable plugin (503)."""
+--max-body-size, a plugin that stops mid-response, an unreachable plugin (503); and
+a response whose client stopped reading is cut at the end of the graceful timeout."""
 
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,8 @@ LINE = r"request [0-9a-f]{{32}} to plugin '{plugin}': "
 
 class Logs:
     def __init__(self, tmp: Path) -> None:
-        self.steady = start_plugin("log_apps:plugin", tmp / "steady.sock")
+        self.steady_sock = tmp / "steady.sock"
+        self.steady = start_plugin("log_apps:plugin", self.steady_sock)
         self.doomed = start_plugin("log_apps:plugin", tmp / "doomed.sock")
         self.gateway, self.url = start_gateway(
             {
@@ -116,3 +119,23 @@ def test_unreachable_plugin_is_503_with_its_reason(logs: Logs) -> None:
     r = httpx.get(logs.url + "/plugins/absent/anything")
     assert r.status_code == 503
     wait_logged(logs, before, "absent", "unreachable.*503")
+
+
+
+def test_stop_cuts_a_response_whose_client_stopped_reading(logs: Logs) -> None:
+    gateway, url = start_gateway(
+        {"steady": f"unix:{logs.steady_sock}"}, "--graceful-timeout", "0", "--log-level", "info"
+    )
+    try:
+        with httpx.stream("GET", f"{url}/plugins/steady/firehose", timeout=60) as r:
+            assert r.status_code == 200
+            # Not reading: the kernel buffers fill and the gateway's writes wait.
+            gateway.proc.send_signal(signal.SIGINT)
+            assert gateway.proc.wait(60) == 0
+        log = gateway.stderr()
+    finally:
+        gateway.stop()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log
+    assert "running task" not in log, log  # uvicorn had to cancel it
+    lines = [line for line in log.splitlines() if re.search(LINE.format(plugin="steady"), line)]
+    assert len(lines) <= 1, log
