@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import inspect
 import json
 import logging
@@ -116,6 +117,7 @@ def _identity(result: AuthResult) -> Identity | None:
     return Identity(user_id=user_id, session_id=session_id, context=data, headers=headers)
 
 
+@functools.lru_cache(maxsize=16)
 def _proto_version(http_version: str) -> tuple[str, int, int]:
     major, _, minor = http_version.partition(".")
     try:

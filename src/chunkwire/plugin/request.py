@@ -231,11 +231,11 @@ class Request:
     """
 
     __slots__ = (
+        "_headers",
         "_path_error",
         "body",
         "content_length",
         "context",
-        "headers",
         "host",
         "init",
         "method",
@@ -274,11 +274,23 @@ class Request:
         self.remote_addr: str = init.remote_addr
         self.request_uri: str = init.request_uri
         self.proto: str = init.proto
-        self.headers: CIMultiDict[str] = headers_from_proto(init.headers)
+        self._headers: CIMultiDict[str] | None = None
         self.content_length: int | None = init.content_length if init.content_length >= 0 else None
         self.context: http_pb2.PluginContext = init.plugin_context
         self.path_params: dict[str, str] = {}
         self.body: RequestBody = body
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        # Built on first use: many handlers never look.
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = headers_from_proto(self.init.headers)
+        return headers
+
+    @headers.setter
+    def headers(self, value: CIMultiDict[str]) -> None:
+        self._headers = value
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url}>"

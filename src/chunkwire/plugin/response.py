@@ -76,6 +76,9 @@ def _immutable(view: memoryview) -> bool:
     return view.readonly and type(view.obj) is bytes
 
 
+_UNSETTLED = object()
+
+
 class Finished:
     """``await response.finished``: the last byte reached the HTTP client.
 
@@ -158,6 +161,7 @@ class Response:
         "_send",
         "_send_body",
         "_sent",
+        "_settled",
         "_status",
         "_task",
         "_waiters",
@@ -201,6 +205,8 @@ class Response:
         self._cork = 0
         self._flush_requested = False
         self._finished: asyncio.Future[None] | None = None
+        # How ``finished`` settled before anyone asked for it (no future then).
+        self._settled: BaseException | object | None = _UNSETTLED
         self._wanted = False
         self._delivery_hook: Callable[[], None] | None = None
         self.frames_sent = 0
@@ -304,12 +310,25 @@ class Response:
         return Finished(self)
 
     def _finished_future(self) -> asyncio.Future[None]:
-        if self._finished is None:
-            self._finished = asyncio.get_running_loop().create_future()
-        return self._finished
+        future = self._finished
+        if future is None:
+            future = self._finished = asyncio.get_running_loop().create_future()
+            settled = self._settled
+            if settled is not _UNSETTLED:
+                self._settle(future, settled)  # type: ignore[arg-type]
+        return future
 
     def _resolve(self, exc: BaseException | None = None) -> None:
-        future = self._finished_future()
+        future = self._finished
+        if future is None:
+            # Nobody asked yet (most responses): no future until someone does.
+            if self._settled is _UNSETTLED:
+                self._settled = exc
+            return
+        self._settle(future, exc)
+
+    @staticmethod
+    def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
         if future.done():
             return
         if exc is None:
