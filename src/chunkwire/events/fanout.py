@@ -23,6 +23,7 @@ than one round later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections import OrderedDict, deque
@@ -175,24 +176,14 @@ class Fanout:
         state = self._topics.get(topic)
         return state is not None and bool(state.subscribers)
 
-    def deliver(self, event: Event) -> Event:
-        """Give ``event`` the topic's next seq, frame it, queue it for every subscriber."""
-        with self._lock:
-            event, frame, state = self._sequence(event)
-            subscribers = list(state.subscribers)
-            for subscriber in subscribers:
-                subscriber._put([frame])
-        for subscriber in subscribers:
-            subscriber.wake()
-        return event
-
     def deliver_all(
         self, events: Sequence[Event], *, from_thread: bool = False, count: bool = True
     ) -> None:
-        """``deliver`` each event, in order, and count them as published (unless not
-        ``count``); a subscriber gets each run of events on one topic in one go (one
-        wake-up, not one per event). ``from_thread``: called from a thread other than
-        the subscribers' loop, which wakes them when it gets to it."""
+        """Give each event, in order, its topic's next seq, frame it and queue it for
+        every subscriber; count them as published (unless not ``count``). A
+        subscriber gets each run of events on one topic in one go (one wake-up,
+        not one per event). ``from_thread``: called from a thread other than the
+        subscribers' loop, which wakes them when it gets to it."""
         reached: list[Subscription] = []
         with self._lock:
             run: list[bytes] = []
@@ -212,8 +203,9 @@ class Fanout:
         if not reached:
             return
         if from_thread:
-            if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(_wake_pending, reached)
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: no one waits
+                    loop.call_soon_threadsafe(_wake_pending, reached)
         else:
             for subscriber in reached:
                 subscriber.wake()
