@@ -1,4 +1,4 @@
-"""CoalescingTransport: a response head and a small body leave as one write, in order."""
+"""CoalescingTransport: a response head and its body leave as one write, in order."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import asyncio
 import pytest
 
 from chunkwire.gateway.http_server import HOLD_MAX, CoalescingTransport
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n"
 
 # Nothing here talks to a plugin: once is enough.
 pytestmark = pytest.mark.only_transports("call")
@@ -57,9 +59,9 @@ async def next_turn() -> None:
 def test_head_and_body_in_one_turn_are_one_write():
     async def body() -> None:
         transport, inner = wrapped()
-        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(HEAD)
         transport.write(memoryview(b"body"))
-        assert inner.calls == [("write", b"HTTP/1.1 200 OK\r\n\r\nbody")]
+        assert inner.calls == [("write", HEAD + b"body")]
         await next_turn()
         assert len(inner.calls) == 1
 
@@ -69,11 +71,11 @@ def test_head_and_body_in_one_turn_are_one_write():
 def test_a_lone_write_leaves_at_the_end_of_the_turn():
     async def body() -> None:
         transport, inner = wrapped()
-        transport.write(b"head")
+        transport.write(HEAD)
         assert inner.calls == []
-        assert transport.get_write_buffer_size() == 7 + 4
+        assert transport.get_write_buffer_size() == 7 + len(HEAD)
         await next_turn()
-        assert inner.calls == [("write", b"head")]
+        assert inner.calls == [("write", HEAD)]
 
     asyncio.run(body())
 
@@ -84,9 +86,9 @@ def test_large_writes_are_never_held_and_keep_their_order():
         big = bytes(range(256)) * (HOLD_MAX // 256 + 1)
         transport.write(big)
         assert inner.calls == [("write", big)]
-        transport.write(b"head")
+        transport.write(HEAD)
         transport.write(big)
-        assert inner.calls[1:] == [("writelines", [b"head", big])]
+        assert inner.calls[1:] == [("writelines", [HEAD, big])]
 
     asyncio.run(body())
 
@@ -94,11 +96,11 @@ def test_large_writes_are_never_held_and_keep_their_order():
 def test_a_write_of_exactly_hold_max_is_held_one_more_is_not():
     async def body() -> None:
         transport, inner = wrapped()
-        at_bound = b"a" * HOLD_MAX
+        at_bound = b"HTTP/" + b"a" * (HOLD_MAX - 5)
         transport.write(at_bound)
         assert inner.calls == []
         await next_turn()
-        past = b"b" * (HOLD_MAX + 1)
+        past = b"HTTP/" + b"b" * (HOLD_MAX - 4)
         transport.write(past)
         assert inner.calls == [("write", at_bound), ("write", past)]
 
@@ -113,9 +115,9 @@ def test_close_eof_and_writelines_send_the_held_write_first():
             (lambda t: t.writelines([b"x"]), ("writelines", [b"x"])),
         ):
             transport, inner = wrapped()
-            transport.write(b"held")
+            transport.write(HEAD)
             action(transport)
-            assert inner.calls == [("write", b"held"), expected]
+            assert inner.calls == [("write", HEAD), expected]
             await next_turn()
             assert len(inner.calls) == 2
 
@@ -125,13 +127,13 @@ def test_close_eof_and_writelines_send_the_held_write_first():
 def test_abort_drops_the_held_write_and_a_closed_connection_gets_none():
     async def body() -> None:
         transport, inner = wrapped()
-        transport.write(b"held")
+        transport.write(HEAD)
         transport.abort()
         await next_turn()
         assert inner.calls == [("abort", None)]
 
         transport, inner = wrapped()
-        transport.write(b"held")
+        transport.write(HEAD)
         inner.closing = True  # the connection was lost meanwhile
         await next_turn()
         assert inner.calls == []
@@ -145,5 +147,19 @@ def test_everything_else_is_the_wrapped_transports():
         assert transport.get_extra_info("peername") == "info:peername"
         assert transport.is_closing() is False
         assert transport.transport is inner
+
+    asyncio.run(body())
+
+
+def test_body_writes_are_never_held():
+    async def body() -> None:
+        transport, inner = wrapped()
+        # An event-stream connection: the head was sent long ago, events follow.
+        for event in (b"data: 1\n\n", memoryview(b"data: 2\n\n"), bytearray(b"5\r\nhello\r\n")):
+            transport.write(event)
+            assert inner.calls[-1] == ("write", bytes(event))
+        assert len(inner.calls) == 3
+        await next_turn()
+        assert len(inner.calls) == 3
 
     asyncio.run(body())

@@ -9,9 +9,9 @@ keep-alive timer stops at the first byte of a request and nothing replaces
 it). nginx's ``large_client_header_buffers`` and ``client_header_timeout``
 are the model: 431 past the size or count, 408 past the time.
 
-Writes are coalesced (``CoalescingTransport``): uvicorn writes a response
-head on its own, so without this a small response costs two writes, two
-wake-ups of the client, instead of one.
+A response head waits for its body (``CoalescingTransport``): uvicorn
+writes the head on its own, so without this a small response costs two
+writes, two wake-ups of the client, instead of one.
 
 The gateway checks the same limits on the scope it receives, for servers
 other than this one.
@@ -32,18 +32,23 @@ _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
 
 
-# A write at most this large may wait for the next one (or the end of the
-# loop turn); larger ones leave at once, with a held one before them.
+# A response head at most this large may wait for the next write (or the
+# end of the loop turn); a larger one leaves at once.
 HOLD_MAX = 16 * 1024
+_HEAD = b"HTTP/"
 
 
 class CoalescingTransport:
-    """A transport that holds one small write until the next write or the end
+    """A transport that holds a response head until the next write or the end
     of the loop turn, whichever comes first, then sends both as one.
 
-    Nothing waits longer than the current loop turn, and what a connection
-    writes keeps its order: closing, ``write_eof`` and ``writelines`` send
-    the held write first. Everything else is the wrapped transport's.
+    Only a head (a write starting ``HTTP/``) waits: body writes, such as
+    event-stream events, leave at once (with a held head before them), so a
+    round of writes to many connections is not turned into all the Python
+    work first and all the sends after. Nothing waits longer than the
+    current loop turn, and what a connection writes keeps its order:
+    closing, ``write_eof`` and ``writelines`` send the held head first.
+    Everything else is the wrapped transport's.
     """
 
     __slots__ = ("_held", "_loop", "transport")
@@ -61,7 +66,7 @@ class CoalescingTransport:
                 self.transport.write(held + data)
             else:
                 self.transport.writelines((held, data))
-        elif len(data) <= HOLD_MAX:
+        elif len(data) <= HOLD_MAX and data[:5] == _HEAD:
             self._held = bytes(data)
             self._loop.call_soon(self.flush)
         else:
