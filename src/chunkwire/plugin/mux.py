@@ -44,6 +44,7 @@ from .handling import (
 )
 from .request import Request, RequestBody
 from .response import Response
+from .stream_credit import CreditedStream
 from .websocket_stream import open_session
 
 if TYPE_CHECKING:
@@ -54,9 +55,10 @@ log = logging.getLogger("chunkwire.plugin")
 
 _EOF = object()  # the request messages of a closed stream have ended
 _CLOSED = object()  # the gateway ended the connection
+_CLIENT_GONE = "the client went away; the response cannot be sent"
 
 
-class _Stream:
+class _Stream(CreditedStream):
     """One request on the connection: its received messages and its response's writes."""
 
     __slots__ = (
@@ -152,28 +154,15 @@ class _Stream:
             finally:
                 self._waiter = None
 
-    async def _wait_credit(self) -> None:
-        proto = self._conn.proto
-        sid = self.stream_id
-        while not proto.can_send(sid):
-            state = proto.streams.get(sid)
-            if self._gone is not None or state is None or not state.local_open:
-                raise ClientDisconnected("the client went away; the response cannot be sent")
-            self._credit = asyncio.get_running_loop().create_future()
-            try:
-                await self._credit
-            finally:
-                self._credit = None
-
     async def write(self, frame: bytes) -> None:
-        await self._wait_credit()
+        await self._wait_credit(_CLIENT_GONE)
         complete = decode_response_frame(frame).complete
         self._conn.proto.send_data(self.stream_id, frame, end=complete)
         self._conn.sender.kick()
 
     async def write_body(self, body: memoryview, complete: bool, flush: bool) -> None:
         """A body frame the batch encodes from ``body`` itself (Response's ``send_body``)."""
-        await self._wait_credit()
+        await self._wait_credit(_CLIENT_GONE)
         self._conn.proto.send_data(
             self.stream_id, ResponseBody(body, complete, flush), end=complete
         )

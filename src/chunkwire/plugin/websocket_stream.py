@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ClientDisconnected, ProtocolError
 from ..transport.mux import ResetCode
+from .stream_credit import CreditedStream
 from .websocket_servicer import run_session, session_init
 
 log = logging.getLogger("chunkwire.plugin")
@@ -26,7 +27,7 @@ log = logging.getLogger("chunkwire.plugin")
 _EOF = object()  # the gateway ended its direction
 
 
-class SessionStream:
+class SessionStream(CreditedStream):
     """One session on a ``_PluginConnection``: its received frames and its writes.
 
     The connection drives it as it drives a request's stream
@@ -87,18 +88,8 @@ class SessionStream:
                 self._waiter = None
 
     async def write(self, frame: bytes) -> None:
-        proto = self._conn.proto
-        sid = self.stream_id
-        while not proto.can_send(sid):
-            state = proto.streams.get(sid)
-            if self._gone is not None or state is None or not state.local_open:
-                raise ClientDisconnected("the gateway ended the session")
-            self._credit = asyncio.get_running_loop().create_future()
-            try:
-                await self._credit
-            finally:
-                self._credit = None
-        proto.send_data(sid, frame)
+        await self._wait_credit("the gateway ended the session")
+        self._conn.proto.send_data(self.stream_id, frame)
         self._conn.sender.kick()
 
     # -- the session ----------------------------------------------------------------
