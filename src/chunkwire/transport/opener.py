@@ -139,12 +139,23 @@ class MuxCall:
                 self.failed(error)
                 raise
             return
+        await self._wait_credit("the stream has ended")
         proto = conn.proto
+        sid = self.stream_id
+        state = proto.streams[sid]
+        if not state.local_open:
+            raise asyncio.InvalidStateError("the request already ended")
+        proto.send_data(sid, message, end=end)
+        conn.sender.kick()
+
+    async def _wait_credit(self, ended: str) -> None:
+        """Return once the stream may send (and is still writable); cancelled, it resets."""
+        proto = self._conn.proto
         sid = self.stream_id
         while not proto.can_send(sid):
             self._check_writable()
             if sid not in proto.streams:
-                raise asyncio.InvalidStateError("the stream has ended")
+                raise asyncio.InvalidStateError(ended)
             self._credit = asyncio.get_running_loop().create_future()
             try:
                 await self._credit
@@ -154,11 +165,6 @@ class MuxCall:
             finally:
                 self._credit = None
         self._check_writable()
-        state = proto.streams[sid]
-        if not state.local_open:
-            raise asyncio.InvalidStateError("the request already ended")
-        proto.send_data(sid, message, end=end)
-        conn.sender.kick()
 
     def _check_writable(self) -> None:
         if self._error is not None:

@@ -17,7 +17,6 @@ as on ServeWebSocket. The mapping (docs/protocol.md, "WebSocket sessions"):
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc.aio
@@ -40,22 +39,8 @@ class SessionCall(MuxCall):
                 self.failed(error)  # the connection broke before the session opened
                 raise
             return
-        proto = conn.proto
-        sid = self.stream_id
-        while not proto.can_send(sid):
-            self._check_writable()
-            if sid not in proto.streams:
-                raise asyncio.InvalidStateError("the session has ended")
-            self._credit = asyncio.get_running_loop().create_future()
-            try:
-                await self._credit
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
-            finally:
-                self._credit = None
-        self._check_writable()
-        proto.send_data(sid, message)
+        await self._wait_credit("the session has ended")
+        conn.proto.send_data(self.stream_id, message)
         conn.sender.kick()
 
     async def done_writing(self) -> None:
