@@ -62,7 +62,7 @@ from .._core import (
 )
 from .._errors import RingError
 from .mux import END, Connection, Kind, MuxError
-from .sender import BATCH_LIMIT, BatchSender, ResponseBody
+from .sender import BATCH_LIMIT, BatchSender, ResponseBody, add_frame
 
 log = logging.getLogger("chunkwire.transport")
 
@@ -451,9 +451,9 @@ class LaneSender(BatchSender):
             self._on_stall(str(stall))
 
     async def _add(self, writer: BatchWriter, frame: Any) -> None:
-        if not _add_frame(writer, frame):
+        if not add_frame(writer, frame):
             await self._send(writer.take())
-            _add_frame(writer, frame)
+            add_frame(writer, frame)
 
     @staticmethod
     def _credit(rings: Rings) -> tuple[int, int, int, bytes]:
@@ -517,21 +517,6 @@ class LaneSender(BatchSender):
                 raise RingStalled(f"the peer returned no ring credit for {timeout:g} s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rings.wake.wait(), remaining)
-
-
-def _add_frame(writer: BatchWriter, frame: Any) -> bool:
-    stream_id, kind, value, payload = frame
-    if type(payload) is ResponseBody:
-        return writer.add_body(
-            stream_id,
-            kind,
-            payload.body,
-            response=True,
-            complete=payload.complete,
-            flush=payload.flush,
-            value=value,
-        )
-    return writer.add(stream_id, kind, value, payload)
 
 
 def decode_lane_batch(record: Any, rings: Rings | None, opener: bool) -> list[Any]:

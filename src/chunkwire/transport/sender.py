@@ -47,7 +47,8 @@ class ResponseBody:
         return self._size
 
 
-def _add(writer: BatchWriter, frame: tuple[int, int, int, object]) -> bool:
+def add_frame(writer: BatchWriter, frame: tuple[int, int, int, object]) -> bool:
+    """Add one queued frame to the batch; False when it does not fit."""
     stream_id, kind, value, payload = frame
     if type(payload) is ResponseBody:
         return writer.add_body(
@@ -99,9 +100,9 @@ class BatchSender:
             ready.clear()
             while proto.has_frames:
                 for frame in proto.take_frames():
-                    if not _add(writer, frame):
+                    if not add_frame(writer, frame):
                         await self._send(writer.take())
-                        _add(writer, frame)
+                        add_frame(writer, frame)
                 if len(writer):
                     await self._send(writer.take())
 
