@@ -1,6 +1,6 @@
 """Compiled core: the twin of ``chunkwire._core_py``, same behaviour and errors."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, Literal
 
 from ._errors import FrameError as FrameError
@@ -112,6 +112,21 @@ def decode_request_frame(data: Any) -> RequestFrame:
 
 def decode_response_frame(data: Any) -> ResponseFrame:
     """Decode a ServeHTTPResponse; ``body`` is a zero-copy view into ``data``."""
+
+def encode_request_init(
+    context: tuple[str, str, str, str, str, str],
+    method: str,
+    url: str,
+    proto: str,
+    proto_major: int,
+    proto_minor: int,
+    headers: Iterable[tuple[str, Sequence[bytes]]],
+    host: str,
+    remote_addr: str,
+    request_uri: str,
+    content_length: int,
+) -> bytes:
+    """Protobuf bytes of a ServeHTTPRequest carrying only its init (see the pure twin)."""
 
 def encode_batch(frames: Iterable[tuple[int, int, int, Any]]) -> bytes:
     """Protobuf bytes of MuxBatch with one MuxFrame per (stream_id, kind, value, payload).

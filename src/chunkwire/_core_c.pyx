@@ -24,7 +24,7 @@ from cpython.sequence cimport (
 from cpython.number cimport PyNumber_AsSsize_t, PyNumber_Index as _index
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Check
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy, strcmp
 
 import os
@@ -493,6 +493,146 @@ def decode_response_frame(data):
     return frame
 
 
+# -- request init -------------------------------------------------------------------
+
+
+cdef inline Py_ssize_t _varint_size(uint64_t v) noexcept:
+    cdef Py_ssize_t n = 1
+    while v > 0x7F:
+        v >>= 7
+        n += 1
+    return n
+
+
+cdef inline unsigned char *_put_varint(unsigned char *p, uint64_t v) noexcept:
+    while v > 0x7F:
+        p[0] = <unsigned char>((v & 0x7F) | 0x80)
+        p += 1
+        v >>= 7
+    p[0] = <unsigned char>v
+    return p + 1
+
+
+cdef inline Py_ssize_t _len_field_size(Py_ssize_t n) noexcept:
+    return 1 + _varint_size(<uint64_t>n) + n
+
+
+cdef inline unsigned char *_put_len_field(
+    unsigned char *p, unsigned char tag, const char *data, Py_ssize_t n
+) noexcept:
+    p[0] = tag
+    p = _put_varint(p + 1, <uint64_t>n)
+    memcpy(p, data, <size_t>n)
+    return p + n
+
+
+cdef const char *_utf8(object text, Py_ssize_t *n) except NULL:
+    if not PyUnicode_Check(text):
+        raise TypeError(f"expected str, not {type(text).__name__!r}")
+    return PyUnicode_AsUTF8AndSize(text, n)
+
+
+cdef Py_ssize_t _str_size(object text) except -1:
+    cdef Py_ssize_t n
+    _utf8(text, &n)
+    return _len_field_size(n) if n else 0
+
+
+cdef unsigned char *_put_str(unsigned char *p, unsigned char tag, object text) except NULL:
+    cdef Py_ssize_t n
+    cdef const char *data = _utf8(text, &n)
+    if n:
+        p = _put_len_field(p, tag, data, n)
+    return p
+
+
+cdef int64_t _int_field(object value, str name, int bits) except? -1:
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__!r}")
+    bound = (<object>1) << (bits - 1)
+    if not -bound <= value < bound:
+        raise ValueError(f"{name} {value} is outside int{bits}")
+    return <int64_t>value
+
+
+cdef Py_ssize_t _header_size(object key, object values) except -1:
+    cdef Py_ssize_t size = _str_size(key)
+    cdef Py_ssize_t i
+    for i in range(PySequence_Fast_GET_SIZE(values)):
+        value = <object>PySequence_Fast_GET_ITEM(values, i)
+        if not PyBytes_CheckExact(value):
+            raise TypeError(f"header values must be bytes, not {type(value).__name__!r}")
+        size += _len_field_size(PyBytes_GET_SIZE(value))
+    return size
+
+
+def encode_request_init(
+    context, method, url, proto, proto_major, proto_minor, headers,
+    host, remote_addr, request_uri, content_length,
+):
+    """Protobuf bytes of a ServeHTTPRequest carrying only its init."""
+    cdef tuple ctx = tuple(context)
+    cdef Py_ssize_t i, size, ctx_size = 0, init_size
+    cdef Py_ssize_t n_headers
+    cdef int64_t major, minor, length
+    cdef unsigned char *p
+    if len(ctx) != 6:
+        raise ValueError(f"context must have 6 fields, not {len(ctx)}")
+    major = _int_field(proto_major, "proto_major", 32)
+    minor = _int_field(proto_minor, "proto_minor", 32)
+    length = _int_field(content_length, "content_length", 64)
+    for i in range(6):
+        ctx_size += _str_size(ctx[i])
+    init_size = _len_field_size(ctx_size)
+    init_size += _str_size(method) + _str_size(url) + _str_size(proto)
+    if major:
+        init_size += 1 + _varint_size(<uint64_t>major)
+    if minor:
+        init_size += 1 + _varint_size(<uint64_t>minor)
+    prepared = []
+    for pair in headers:
+        key, values = pair
+        values = PySequence_Fast(values, "header values must be a sequence")
+        size = _header_size(key, values)
+        prepared.append((key, values, size))
+        init_size += _len_field_size(size)
+    init_size += _str_size(host) + _str_size(remote_addr) + _str_size(request_uri)
+    if length:
+        init_size += 1 + _varint_size(<uint64_t>length)
+
+    out = PyBytes_FromStringAndSize(NULL, _len_field_size(init_size))
+    p = <unsigned char *>PyBytes_AS_STRING(out)
+    p[0] = 0x0A
+    p = _put_varint(p + 1, <uint64_t>init_size)
+    p[0] = 0x0A
+    p = _put_varint(p + 1, <uint64_t>ctx_size)
+    for i in range(6):
+        p = _put_str(p, <unsigned char>(0x0A + 8 * i), ctx[i])
+    p = _put_str(p, 0x12, method)
+    p = _put_str(p, 0x1A, url)
+    p = _put_str(p, 0x22, proto)
+    if major:
+        p[0] = 0x28
+        p = _put_varint(p + 1, <uint64_t>major)
+    if minor:
+        p[0] = 0x30
+        p = _put_varint(p + 1, <uint64_t>minor)
+    for key, values, size in prepared:
+        p[0] = 0x3A
+        p = _put_varint(p + 1, <uint64_t>size)
+        p = _put_str(p, 0x0A, key)
+        for i in range(PySequence_Fast_GET_SIZE(values)):
+            value = <object>PySequence_Fast_GET_ITEM(values, i)
+            p = _put_len_field(p, 0x12, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+    p = _put_str(p, 0x42, host)
+    p = _put_str(p, 0x4A, remote_addr)
+    p = _put_str(p, 0x52, request_uri)
+    if length:
+        p[0] = 0x58
+        p = _put_varint(p + 1, <uint64_t>length)
+    return out
+
+
 # -- multiplexed batches -------------------------------------------------------------
 
 
@@ -917,6 +1057,7 @@ __all__ = [
     "encode_batch",
     "encode_ring_descriptor",
     "encode_request_frame",
+    "encode_request_init",
     "encode_response_frame",
     "encode_sse",
     "join_request_frame",

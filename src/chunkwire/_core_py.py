@@ -488,6 +488,99 @@ def decode_response_frame(data: Any) -> ResponseFrame:
     return ResponseFrame(init, body, complete, flush)
 
 
+# -- request init ---------------------------------------------------------------
+
+# PluginContext fields in field-number order.
+CONTEXT_FIELDS = (
+    "session_id", "request_id", "ip_address", "accept_language", "user_agent", "user_id"
+)
+
+
+def _signed_varint(value: int) -> bytes:
+    # int32/int64: a negative value is its 64-bit two's complement (ten bytes).
+    return _varint(value & 0xFFFFFFFFFFFFFFFF)
+
+
+def _string_field(out: bytearray, tag: int, text: str) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"expected str, not {type(text).__name__!r}")
+    if text:
+        data = text.encode("utf-8")
+        out.append(tag)
+        out += _varint(len(data))
+        out += data
+
+
+def encode_request_init(
+    context: tuple[str, str, str, str, str, str],
+    method: str,
+    url: str,
+    proto: str,
+    proto_major: int,
+    proto_minor: int,
+    headers: Any,
+    host: str,
+    remote_addr: str,
+    request_uri: str,
+    content_length: int,
+) -> bytes:
+    """Protobuf bytes of a ServeHTTPRequest carrying only its init.
+
+    The init is ServeHTTPRequestInit with ``plugin_context`` built from
+    ``context`` (the PluginContext strings in ``CONTEXT_FIELDS`` order),
+    the scalar fields as named, and ``headers`` an iterable of
+    ``(key, values)`` with ``key`` a str and ``values`` a list of bytes (as
+    ``group_headers`` gives). Byte-identical to the generated classes'
+    ``SerializeToString()``: fields in number order, proto3 defaults
+    (empty strings, zeros) left out, the context always present. Strings
+    are encoded as UTF-8 (UnicodeEncodeError for lone surrogates, which
+    protobuf refuses too); an int outside int32/int64 is a ValueError.
+    """
+    context = tuple(context)
+    if len(context) != len(CONTEXT_FIELDS):
+        raise ValueError(f"context must have {len(CONTEXT_FIELDS)} fields, not {len(context)}")
+    for name, value, bits in (
+        ("proto_major", proto_major, 32),
+        ("proto_minor", proto_minor, 32),
+        ("content_length", content_length, 64),
+    ):
+        if not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__!r}")
+        if not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
+            raise ValueError(f"{name} {value} is outside int{bits}")
+    ctx = bytearray()
+    for tag, text in zip(range(0x0A, 0x0A + 8 * 6, 8), context, strict=True):
+        _string_field(ctx, tag, text)
+    init = bytearray(b"\x0a")
+    init += _varint(len(ctx))
+    init += ctx
+    _string_field(init, 0x12, method)
+    _string_field(init, 0x1A, url)
+    _string_field(init, 0x22, proto)
+    if proto_major:
+        init += b"\x28" + _signed_varint(proto_major)
+    if proto_minor:
+        init += b"\x30" + _signed_varint(proto_minor)
+    for key, values in headers:
+        header = bytearray()
+        _string_field(header, 0x0A, key)
+        for value in values:
+            if type(value) is not bytes:
+                raise TypeError(f"header values must be bytes, not {type(value).__name__!r}")
+            header.append(0x12)
+            header += _varint(len(value))
+            header += value
+        init.append(0x3A)
+        init += _varint(len(header))
+        init += header
+    _string_field(init, 0x42, host)
+    _string_field(init, 0x4A, remote_addr)
+    _string_field(init, 0x52, request_uri)
+    if content_length:
+        init += b"\x58" + _signed_varint(content_length)
+    return b"\x0a" + _varint(len(init)) + bytes(init)
+
+
 # -- multiplexed batches -----------------------------------------------------
 #
 # MuxBatch { repeated MuxFrame frames = 1; }
@@ -838,6 +931,7 @@ __all__ = [
     "decode_ring_descriptor",
     "encode_batch",
     "encode_request_frame",
+    "encode_request_init",
     "encode_response_frame",
     "encode_ring_descriptor",
     "encode_sse",

@@ -37,6 +37,7 @@ NAMES = [
     "encode_batch",
     "encode_ring_descriptor",
     "encode_request_frame",
+    "encode_request_init",
     "encode_response_frame",
     "encode_sse",
     "join_request_frame",

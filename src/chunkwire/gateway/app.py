@@ -15,11 +15,10 @@ from typing import Any
 
 import grpc
 
-from .._core import DEFAULT_CHUNK_SIZE
+from .._core import DEFAULT_CHUNK_SIZE, encode_request_init
 from .._paths import BadPath, route_plugin
-from .._proto import http_pb2
 from .._websocket import DEFAULT_MAX_MESSAGE_SIZE
-from .._wire import group_headers, with_init
+from .._wire import group_headers
 from ..events.broker import Broker, InMemoryBroker
 from ..events.model import DEFAULT_MAX_DATA
 from ..events.service import EventsServer
@@ -531,31 +530,43 @@ class Gateway:
             headers.append((name, value))
         headers.append((PREFIX_HEADER, f"/plugins/{admitted.plugin_id}".encode()))
 
-        context = http_pb2.PluginContext(
-            # 128 random bits as 32 hex digits, as uuid4().hex gave, at a
-            # fifth of its cost.
-            request_id=os.urandom(16).hex(),
-            user_agent=user_agent,
-            accept_language=accept_language,
-        )
+        # 128 random bits as 32 hex digits, as uuid4().hex gave, at a fifth
+        # of its cost.
+        request_id = os.urandom(16).hex()
         client = scope.get("client")
-        if client:
-            context.ip_address = client[0]
+        ip_address = client[0] if client else ""
+        session_id = user_id = ""
         if identity is not None:
             extra: dict[str, str | bytes] = dict(identity.headers)
             for name in extra:
                 if name.lower().encode("latin-1") not in identity_lower:
                     raise ValueError(f"{name!r} is not one of the identity headers")
             if identity.user_id:
-                context.user_id = identity.user_id
+                user_id = identity.user_id
                 if b"x-chunkwire-user-id" in identity_lower and not any(
                     name.lower() == "x-chunkwire-user-id" for name in extra
                 ):
                     extra["X-Chunkwire-User-Id"] = identity.user_id
-            if identity.session_id:
-                context.session_id = identity.session_id
-            for key, value in identity.context.items():
-                setattr(context, key, value)
+            session_id = identity.session_id
+            if identity.context:
+                fields = {
+                    "session_id": session_id,
+                    "request_id": request_id,
+                    "ip_address": ip_address,
+                    "accept_language": accept_language,
+                    "user_agent": user_agent,
+                    "user_id": user_id,
+                }
+                for key, value in identity.context.items():
+                    if key not in fields:
+                        raise ValueError(f"{key!r} is not a PluginContext field")
+                    fields[key] = value
+                session_id, request_id, ip_address = (
+                    fields["session_id"], fields["request_id"], fields["ip_address"]
+                )
+                accept_language, user_agent, user_id = (
+                    fields["accept_language"], fields["user_agent"], fields["user_id"]
+                )
             headers.extend(
                 (name.encode("latin-1"), value if isinstance(value, bytes) else value.encode())
                 for name, value in extra.items()
@@ -570,23 +581,20 @@ class Gateway:
         if query:
             target += "?" + query.decode("latin-1")
         proto, major, minor = _proto_version(scope.get("http_version", "1.1"))
-        init = http_pb2.ServeHTTPRequestInit(
-            plugin_context=context,
-            method=scope["method"],
-            url=f"{scope.get('scheme', 'http')}://{host}{target}",
-            proto=proto,
-            proto_major=major,
-            proto_minor=minor,
-            host=host,
-            remote_addr=f"{client[0]}:{client[1]}" if client else "",
-            request_uri=target,
-            content_length=head.content_length,
+        message = encode_request_init(
+            (session_id, request_id, ip_address, accept_language, user_agent, user_id),
+            scope["method"],
+            f"{scope.get('scheme', 'http')}://{host}{target}",
+            proto,
+            major,
+            minor,
+            group_headers(headers),
+            host,
+            f"{client[0]}:{client[1]}" if client else "",
+            target,
+            head.content_length,
         )
-        # Added in place: no HTTPHeader objects built only to be copied.
-        add = init.headers.add
-        for key, values in group_headers(headers):
-            add(key=key, values=values)
-        return with_init(init.SerializeToString()), context.request_id
+        return message, request_id
 
     # -- introspection --------------------------------------------------------
 
