@@ -39,7 +39,7 @@ from .request_checks import (
     read_request_head,
 )
 from .sse import AuthorizeTopic, EventStreams, ExpandTopic
-from .types import Receive, Scope, Send
+from .types import WATCH_CLIENT, Receive, Scope, Send
 from .upstream import Upstream
 from .websocket import serve_websocket
 
@@ -433,6 +433,7 @@ class Gateway:
         counters = self._counters
         counters["requests"] += 1
         counters["active"] += 1
+        extensions = scope.get("extensions")
         try:
             await Forward(
                 call,
@@ -451,6 +452,7 @@ class Gateway:
                 request_id=request_id,
                 idle_timeout=self.idle_timeout,
                 max_empty_frames=self.max_empty_frames,
+                watch_client=extensions.get(WATCH_CLIENT) if extensions else None,
             ).run()
         finally:
             counters["active"] -= 1

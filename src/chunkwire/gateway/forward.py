@@ -51,7 +51,7 @@ from .._core import decode_response_frame, encode_request_frame, join_request_fr
 from .._errors import FrameError
 from .._proto import http_pb2
 from .response_head import BadResponse, check_response_head
-from .types import Message, Receive, Send
+from .types import Message, Receive, Send, WatchClient
 
 log = logging.getLogger("chunkwire.gateway")
 
@@ -194,8 +194,8 @@ class Forward:
         "_empty_run",
         "_expect",
         "_head_sent",
-        "_idle",
         "_idle_timeout",
+        "_idle_waiter",
         "_init",
         "_linger",
         "_loop",
@@ -217,9 +217,11 @@ class Forward:
         "_sized",
         "_started",
         "_stats",
+        "_watch_client",
         "_watchdog",
         "_watchdog_at",
         "_write_first",
+        "_writing",
         "_writing_since",
     )
 
@@ -241,6 +243,7 @@ class Forward:
         request_id: str = "",
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_empty_frames: int = DEFAULT_MAX_EMPTY_FRAMES,
+        watch_client: WatchClient | None = None,
     ) -> None:
         self._call = call
         self._receive = receive
@@ -283,10 +286,14 @@ class Forward:
         # Expect: 100-continue: wait for the plugin to ask before reading the body.
         self._expect = expect_continue and body_expected
         self._continued = False
-        self._head_sent = asyncio.Event()  # the response head went to the client
-        # Set while no gRPC write is in progress (done_writing must not overlap one).
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # The response head went to the client: only the pump of an
+        # Expect: 100-continue request waits for it.
+        self._head_sent = asyncio.Event() if self._expect else None
+        # A gRPC write is in progress (done_writing must not overlap one);
+        # _idle_waiter, when set, is resolved as it ends.
+        self._writing = False
+        self._idle_waiter: asyncio.Future[None] | None = None
+        self._watch_client = watch_client
 
     def _log(self, level: int, detail: str) -> None:
         log.log(level, "request %s to plugin %r: %s", self._request_id, self._plugin_id, detail)
@@ -361,7 +368,7 @@ class Forward:
         if self._init:
             data = self._init + data
             self._init = b""
-        self._idle.clear()
+        self._writing = True
         self._writing_since = self._loop.time()
         try:
             await self._call.write(data)
@@ -371,7 +378,10 @@ class Forward:
             raise
         finally:
             self._writing_since = None
-            self._idle.set()
+            self._writing = False
+            waiter = self._idle_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         return True
 
     def _next_message(self) -> asyncio.Future[Message]:
@@ -388,13 +398,20 @@ class Forward:
         # returns at once); only the disconnect watch needs a task.
         self._body_done = True
         self._arm_response_timer()
-        watch = self._loop.create_task(self._watch_disconnect())
-        self._recv_task = watch
+        if self._watch_client is not None:
+            # The server says when the client goes: no task reading receive().
+            self._watch_client(self._client_gone)
+        else:
+            self._recv_task = self._loop.create_task(self._watch_disconnect())
         try:
             await self._write(_COMPLETE)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
             # As from a failed pump: the response side reports what happened.
             log.debug("request write failed: %r", error)
+
+    def _client_gone(self) -> None:
+        if not self._response_done:
+            self._abort("disconnect")
 
     async def _watch_disconnect(self) -> None:
         try:
@@ -445,6 +462,7 @@ class Forward:
         # sends anyway (curl does after a second) is forwarded, with the
         # usual backpressure, for a handler that reads after answering.
         # The connection closes after the answer either way.
+        assert self._head_sent is not None
         await self._head_sent.wait()
         if not self._response_done and self._reason is None:
             await self._pump_body()
@@ -539,7 +557,8 @@ class Forward:
             await self._relay()
         finally:
             self._response_done = True
-            self._head_sent.set()  # wakes a pump waiting for it; it sees the end
+            if self._head_sent is not None:
+                self._head_sent.set()  # wakes a pump waiting for it; it sees the end
             self._disarm_response_timer()
             if self._watchdog is not None:
                 self._watchdog.cancel()
@@ -732,7 +751,8 @@ class Forward:
             # The answer is complete for the client now; what the plugin
             # still sends is dropped (``_discard``).
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-        self._head_sent.set()
+        if self._head_sent is not None:
+            self._head_sent.set()
         return True
 
     async def _refuse(self, status: int, reason: str) -> None:
@@ -756,10 +776,12 @@ class Forward:
         # plugin that never ends the RPC is cancelled after a grace period.
         call = self._call
         guard = None
-        if not (self._mux and self._idle.is_set()):
+        if not (self._mux and not self._writing):
             guard = self._loop.call_later(_STATUS_GRACE, call.cancel)
         try:
-            await self._idle.wait()
+            while self._writing:
+                self._idle_waiter = self._loop.create_future()
+                await self._idle_waiter
             if self._reason is None and not call.done():
                 with contextlib.suppress(
                     asyncio.InvalidStateError, asyncio.CancelledError, grpc.aio.AioRpcError

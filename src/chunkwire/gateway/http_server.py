@@ -20,9 +20,12 @@ other than this one.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from .types import WATCH_CLIENT
 
 DEFAULT_HEADER_TIMEOUT = 30.0
 # After a refusal, what the client still sends is read and dropped for a
@@ -130,6 +133,10 @@ def limited_http_protocol(
         _idle_since: float | None = None  # waiting for the next request since
         _tick: asyncio.TimerHandle | None = None
         _tick_at = 0.0
+        # The request being answered and who to tell if its client goes
+        # (the WATCH_CLIENT extension); _lost once the connection is gone.
+        _client_watch: tuple[RequestResponseCycle, Any] | None = None
+        _lost = False
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -149,7 +156,20 @@ def limited_http_protocol(
             if self._tick is not None:
                 self._tick.cancel()
                 self._tick = None
+            self._lost = True
             super().connection_lost(exc)
+            watch = self._client_watch
+            if watch is not None:
+                self._client_watch = None
+                cycle, callback = watch
+                if not cycle.response_complete:
+                    callback()
+
+        def _watch_client(self, cycle: RequestResponseCycle, callback: Any) -> None:
+            if self._lost:
+                self.loop.call_soon(callback)
+            elif not cycle.response_complete:
+                self._client_watch = (cycle, callback)
 
         _linger_budget = _LINGER_BYTES
 
@@ -181,6 +201,7 @@ def limited_http_protocol(
             # uvicorn's, but the keep-alive wait is kept on the connection's
             # one timer instead of a timer per response.
             self.server_state.total_requests += 1
+            self._client_watch = None
             if self.transport.is_closing():
                 return
             self._idle_since = None
@@ -286,6 +307,11 @@ def limited_http_protocol(
             self._disarm()
             if not self._refused:
                 super().on_headers_complete()
+                cycle = self.cycle
+                if cycle is not None and cycle.scope is self.scope:
+                    self.scope["extensions"] = {
+                        WATCH_CLIENT: functools.partial(self._watch_client, cycle)
+                    }
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:

@@ -37,6 +37,33 @@ _HOP_BY_HOP = frozenset(
 )
 _CONTENT_LENGTH = b"content-length"
 
+# What a header name becomes, for names seen before: its lowercased bytes,
+# or one of the markers below. Plugins send the same few names again and
+# again; the cache stops growing at _MAX_NAMES (a plugin inventing names
+# then costs the full check per header, never memory).
+_DROPPED = b"<dropped>"
+_LENGTH = b"<content-length>"
+_TRANSFER_ENCODING = b"<transfer-encoding>"
+_MAX_NAMES = 1024
+_NAMES: dict[str, bytes] = {}
+
+
+def _classify(key: str) -> bytes:
+    if not valid_header_name(key):
+        raise BadResponse(f"invalid header name {key[:40]!r}")
+    lower = key.lower()
+    if lower == "content-length":
+        name = _LENGTH
+    elif lower == "transfer-encoding":
+        name = _TRANSFER_ENCODING
+    elif lower in _HOP_BY_HOP or lower.startswith("proxy-"):
+        name = _DROPPED
+    else:
+        name = lower.encode("ascii")
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[key] = name
+    return name
+
 
 def valid_header_name(name: str) -> bool:
     """An RFC 9110 token (what an HTTP/1.1 server can send as a field name)."""
@@ -89,24 +116,23 @@ def check_response_head(
     out: list[tuple[bytes, bytes]] = []
     lengths: list[bytes] = []
     transfer_encoding = False
+    bad_value = _BAD_VALUE.search
     for header in headers:
         key = header.key
-        if not valid_header_name(key):
-            raise BadResponse(f"invalid header name {key[:40]!r}")
-        lower = key.lower()
+        name = _NAMES.get(key)
+        if name is None:
+            name = _classify(key)
         for value in header.values:
-            if not valid_header_value(value):
+            if bad_value(value) is not None:
                 raise BadResponse(f"invalid value in header {key!r}")
-        if lower == "content-length":
+        if name is _DROPPED:
+            continue
+        if name is _LENGTH:
             lengths.extend(header.values)
-            continue
-        if lower == "transfer-encoding":
+        elif name is _TRANSFER_ENCODING:
             transfer_encoding = True
-            continue
-        if lower in _HOP_BY_HOP or lower.startswith("proxy-"):
-            continue
-        name = lower.encode("ascii")
-        out.extend((name, value) for value in header.values)
+        else:
+            out.extend((name, value) for value in header.values)
     content_length = None
     if lengths:
         if transfer_encoding:

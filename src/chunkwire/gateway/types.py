@@ -13,6 +13,14 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+# ``scope["extensions"][WATCH_CLIENT]``, from chunkwire's own HTTP server: a
+# function taking a callback that the server calls, once, if the client's
+# connection is lost before the response is complete. Without it the gateway
+# learns of a lost client from ASGI ``receive()``, which takes a task per
+# request.
+WATCH_CLIENT = "chunkwire.watch_client"
+WatchClient = Callable[[Callable[[], None]], None]
+
 
 class HTTPScope(TypedDict):
     type: Literal["http"]
