@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -88,8 +88,7 @@ class Refused(Exception):
         self.text = text
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     """A request ``Gateway.admit`` let through: where it goes, and as whom."""
 
     plugin_id: str

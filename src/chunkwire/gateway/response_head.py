@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .._proto import http_pb2
 from .._wire import valid_status
@@ -84,8 +84,7 @@ class BadResponse(Exception):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
+class ResponseHead(NamedTuple):
     status: int
     headers: list[tuple[bytes, bytes]]
     content_length: int | None
