@@ -100,3 +100,10 @@ def test_bounds_are_inclusive(core: ModuleType) -> None:
     for index, value in ((4, 2**31 - 1), (5, -(2**31)), (10, -(2**63))):
         args = _with(index, value)
         assert core.encode_request_init(*args) == reference(*args)
+
+
+@pytest.mark.parametrize("url_size", [0, 1, 60, 61, 62, 16_300, 16_319, 16_320, 2_100_000])
+def test_lengths_around_each_varint_bound(core: ModuleType, url_size: int) -> None:
+    # The init and the whole message cross the 1-, 2- and 3-byte length bounds.
+    args = _with(2, "u" * url_size)
+    assert core.encode_request_init(*args) == reference(*args)
