@@ -38,3 +38,9 @@ async def firehose(request: Request, response: Response) -> None:
     block = bytes(range(256)) * 256
     while True:
         await response.write(block)
+
+
+@plugin.route("/stall", methods=["POST"])
+async def stall(request: Request, response: Response) -> None:
+    # Never reads: the upload's credit runs out and the gateway stops reading.
+    await asyncio.Event().wait()

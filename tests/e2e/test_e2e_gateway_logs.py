@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,3 +140,41 @@ def test_stop_cuts_a_response_whose_client_stopped_reading(logs: Logs) -> None:
     assert "running task" not in log, log  # uvicorn had to cancel it
     lines = [line for line in log.splitlines() if re.search(LINE.format(plugin="steady"), line)]
     assert len(lines) <= 1, log
+
+
+def _stalled_upload(url: str) -> socket.socket:
+    """A connection whose upload the plugin never reads, sent until nothing more fits."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /plugins/steady/stall HTTP/1.1\r\nHost: t\r\nContent-Length: 1073741824\r\n\r\n"
+    )
+    sock.setblocking(False)
+    block = bytes(range(256)) * 256
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < 1.0:  # nothing taken for a second: stalled
+        try:
+            if sock.send(block):
+                idle_since = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+    return sock
+
+
+def test_stop_cuts_an_upload_the_plugin_stopped_reading(logs: Logs) -> None:
+    gateway, url = start_gateway(
+        {"steady": f"unix:{logs.steady_sock}"}, "--graceful-timeout", "0", "--log-level", "info"
+    )
+    sock = None
+    try:
+        sock = _stalled_upload(url)
+        gateway.proc.send_signal(signal.SIGINT)
+        assert gateway.proc.wait(60) == 0
+        log = gateway.stderr()
+    finally:
+        if sock is not None:
+            sock.close()
+        gateway.stop()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log
+    assert "running task" not in log, log  # uvicorn had to cancel it
+

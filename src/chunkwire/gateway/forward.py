@@ -398,10 +398,7 @@ class Forward:
         # returns at once); only the disconnect watch needs a task.
         self._body_done = True
         self._arm_response_timer()
-        if self._watch_client is not None:
-            # The server says when the client goes: no task reading receive().
-            self._watch_client(self._client_gone)
-        else:
+        if self._watch_client is None:
             self._recv_task = self._loop.create_task(self._watch_disconnect())
         try:
             await self._write(_COMPLETE)
@@ -542,12 +539,14 @@ class Forward:
     async def run(self) -> None:
         # The first wake-up comes no later than either timeout could expire,
         # so arming the response timeout later needs no timer of its own.
-        first = min(
-            (t for t in (self._idle_timeout, self._response_timeout) if t is not None),
-            default=None,
-        )
+        idle, response = self._idle_timeout, self._response_timeout
+        first = idle if response is None else response if idle is None else min(idle, response)
         if first is not None:
             self._wake_at(self._loop.time() + first)
+        if self._watch_client is not None:
+            # The server says when the client goes, whatever the pump is
+            # doing (a pump waiting for credit holds no receive() to hear it).
+            self._watch_client(self._client_gone)
         pump: asyncio.Task[None] | None = None
         try:
             if self._write_first:
