@@ -26,6 +26,8 @@ class BadPath(ValueError):
 
 def decode_path(raw: str) -> str:
     """Percent-decode ``raw`` segment by segment; BadPath for ambiguous segments."""
+    if "%" not in raw and "/." not in raw and raw[:1] != "." and "\x00" not in raw:
+        return raw  # nothing to decode, no dot segment: the common case
     segments = raw.split("/")
     for index, segment in enumerate(segments):
         decoded = unquote(segment) if "%" in segment else segment

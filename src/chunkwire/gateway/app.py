@@ -479,7 +479,7 @@ class Gateway:
         head = self._checked_head(scope, f"plugin {plugin_id!r}")
         scope["chunkwire.plugin_id"] = plugin_id
         scope["chunkwire.plugin_path"] = plugin_path
-        identity = await self._authenticated(scope)
+        identity = None if self._authenticate is None else await self._authenticated(scope)
         return Admission(plugin_id, upstream, raw_rest, head, identity)
 
     async def admit_events(self, scope: Scope) -> tuple[bool, Identity | None]:

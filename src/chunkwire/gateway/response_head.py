@@ -131,7 +131,8 @@ def check_response_head(
         elif name is _TRANSFER_ENCODING:
             transfer_encoding = True
         else:
-            out.extend((name, value) for value in header.values)
+            for value in header.values:
+                out.append((name, value))
     content_length = None
     if lengths:
         if transfer_encoding:
