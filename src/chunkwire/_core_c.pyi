@@ -1,6 +1,6 @@
 """Compiled core: the twin of ``chunkwire._core_py``, same behaviour and errors."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Final, Literal
 
 from ._errors import FrameError as FrameError
@@ -120,7 +120,7 @@ def encode_request_init(
     proto: str,
     proto_major: int,
     proto_minor: int,
-    headers: Iterable[tuple[str, Sequence[bytes]]],
+    headers: Iterable[tuple[str | bytes, str | bytes]],
     host: str,
     remote_addr: str,
     request_uri: str,

@@ -555,15 +555,37 @@ cdef int64_t _int_field(object value, str name, int bits) except? -1:
     return <int64_t>value
 
 
-cdef Py_ssize_t _header_size(object key, object values) except -1:
-    cdef Py_ssize_t size = _str_size(key)
-    cdef Py_ssize_t i
-    for i in range(PySequence_Fast_GET_SIZE(values)):
-        value = <object>PySequence_Fast_GET_ITEM(values, i)
-        if not PyBytes_CheckExact(value):
-            raise TypeError(f"header values must be bytes, not {type(value).__name__!r}")
-        size += _len_field_size(PyBytes_GET_SIZE(value))
-    return size
+cdef list _group_headers(object headers):
+    # [[key, [value, ...], size], ...]: the pure twin's _group_headers, plus
+    # each HTTPHeader's encoded size.
+    cdef dict grouped = {}
+    cdef list out = []
+    cdef list slot
+    for pair in headers:
+        name, value = pair
+        if PyBytes_CheckExact(name):
+            key = name.decode("latin-1")
+        elif PyUnicode_Check(name):
+            key = name
+        else:
+            raise TypeError(f"header names must be str or bytes, not {type(name).__name__!r}")
+        if PyBytes_CheckExact(value):
+            raw = value
+        elif PyUnicode_Check(value):
+            raw = value.encode("latin-1")
+        else:
+            raise TypeError(f"header values must be str or bytes, not {type(value).__name__!r}")
+        lower = key.lower()
+        found = grouped.get(lower)
+        if found is None:
+            slot = [key, [raw], _str_size(key) + _len_field_size(PyBytes_GET_SIZE(raw))]
+            grouped[lower] = slot
+            out.append(slot)
+        else:
+            slot = <list>found
+            (<list>slot[1]).append(raw)
+            slot[2] += _len_field_size(PyBytes_GET_SIZE(raw))
+    return out
 
 
 def encode_request_init(
@@ -573,9 +595,9 @@ def encode_request_init(
     """Protobuf bytes of a ServeHTTPRequest carrying only its init."""
     cdef tuple ctx = tuple(context)
     cdef Py_ssize_t i, size, ctx_size = 0, init_size
-    cdef Py_ssize_t n_headers
     cdef int64_t major, minor, length
     cdef unsigned char *p
+    cdef list grouped
     if len(ctx) != 6:
         raise ValueError(f"context must have 6 fields, not {len(ctx)}")
     major = _int_field(proto_major, "proto_major", 32)
@@ -589,13 +611,9 @@ def encode_request_init(
         init_size += 1 + _varint_size(<uint64_t>major)
     if minor:
         init_size += 1 + _varint_size(<uint64_t>minor)
-    prepared = []
-    for pair in headers:
-        key, values = pair
-        values = PySequence_Fast(values, "header values must be a sequence")
-        size = _header_size(key, values)
-        prepared.append((key, values, size))
-        init_size += _len_field_size(size)
+    grouped = _group_headers(headers)
+    for slot in grouped:
+        init_size += _len_field_size(<Py_ssize_t>(<list>slot)[2])
     init_size += _str_size(host) + _str_size(remote_addr) + _str_size(request_uri)
     if length:
         init_size += 1 + _varint_size(<uint64_t>length)
@@ -617,12 +635,12 @@ def encode_request_init(
     if minor:
         p[0] = 0x30
         p = _put_varint(p + 1, <uint64_t>minor)
-    for key, values, size in prepared:
+    for slot in grouped:
+        key, values, size = slot
         p[0] = 0x3A
-        p = _put_varint(p + 1, <uint64_t>size)
+        p = _put_varint(p + 1, <uint64_t><Py_ssize_t>size)
         p = _put_str(p, 0x0A, key)
-        for i in range(PySequence_Fast_GET_SIZE(values)):
-            value = <object>PySequence_Fast_GET_ITEM(values, i)
+        for value in <list>values:
             p = _put_len_field(p, 0x12, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
     p = _put_str(p, 0x42, host)
     p = _put_str(p, 0x4A, remote_addr)

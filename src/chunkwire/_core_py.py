@@ -511,6 +511,32 @@ def _string_field(out: bytearray, tag: int, text: str) -> None:
         out += data
 
 
+def _group_headers(headers: Any) -> list[tuple[str, list[bytes]]]:
+    # Names compare case-insensitively and keep the spelling of their first
+    # occurrence; bytes are latin-1 (HTTP/1.1's octets), on the wire UTF-8.
+    grouped: dict[str, tuple[str, list[bytes]]] = {}
+    for name, value in headers:
+        if type(name) is bytes:
+            key = name.decode("latin-1")
+        elif isinstance(name, str):
+            key = name
+        else:
+            raise TypeError(f"header names must be str or bytes, not {type(name).__name__!r}")
+        if type(value) is bytes:
+            raw = value
+        elif isinstance(value, str):
+            raw = value.encode("latin-1")
+        else:
+            raise TypeError(f"header values must be str or bytes, not {type(value).__name__!r}")
+        lower = key.lower()
+        slot = grouped.get(lower)
+        if slot is None:
+            grouped[lower] = (key, [raw])
+        else:
+            slot[1].append(raw)
+    return list(grouped.values())
+
+
 def encode_request_init(
     context: tuple[str, str, str, str, str, str],
     method: str,
@@ -527,13 +553,15 @@ def encode_request_init(
     """Protobuf bytes of a ServeHTTPRequest carrying only its init.
 
     The init is ServeHTTPRequestInit with ``plugin_context`` built from
-    ``context`` (the PluginContext strings in ``CONTEXT_FIELDS`` order),
-    the scalar fields as named, and ``headers`` an iterable of
-    ``(key, values)`` with ``key`` a str and ``values`` a list of bytes (as
-    ``group_headers`` gives). Byte-identical to the generated classes'
-    ``SerializeToString()``: fields in number order, proto3 defaults
-    (empty strings, zeros) left out, the context always present. Strings
-    are encoded as UTF-8 (UnicodeEncodeError for lone surrogates, which
+    ``context`` (the PluginContext strings in ``CONTEXT_FIELDS`` order) and
+    the scalar fields as named. ``headers`` is an iterable of ``(name,
+    value)`` pairs, str or bytes (bytes names and str values are latin-1),
+    grouped into one HTTPHeader per name: names compare case-insensitively
+    and keep the spelling of their first occurrence, values keep their
+    order. Byte-identical to the generated classes' ``SerializeToString()``
+    of those messages: fields in number order, proto3 defaults (empty
+    strings, zeros) left out, the context always present. Strings are
+    encoded as UTF-8 (UnicodeEncodeError for lone surrogates, which
     protobuf refuses too); an int outside int32/int64 is a ValueError.
     """
     context = tuple(context)
@@ -561,12 +589,10 @@ def encode_request_init(
         init += b"\x28" + _signed_varint(proto_major)
     if proto_minor:
         init += b"\x30" + _signed_varint(proto_minor)
-    for key, values in headers:
+    for key, values in _group_headers(headers):
         header = bytearray()
         _string_field(header, 0x0A, key)
         for value in values:
-            if type(value) is not bytes:
-                raise TypeError(f"header values must be bytes, not {type(value).__name__!r}")
             header.append(0x12)
             header += _varint(len(value))
             header += value

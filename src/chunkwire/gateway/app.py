@@ -18,7 +18,6 @@ import grpc
 from .._core import DEFAULT_CHUNK_SIZE, encode_request_init
 from .._paths import BadPath, route_plugin
 from .._websocket import DEFAULT_MAX_MESSAGE_SIZE
-from .._wire import group_headers
 from ..events.broker import Broker, InMemoryBroker
 from ..events.model import DEFAULT_MAX_DATA
 from ..events.service import EventsServer
@@ -589,7 +588,7 @@ class Gateway:
             proto,
             major,
             minor,
-            group_headers(headers),
+            headers,
             host,
             f"{client[0]}:{client[1]}" if client else "",
             target,
