@@ -31,8 +31,14 @@ RING_SIZE = 1 << 20
 PEER_ID, OWN_ID = 5, 6
 
 
+class _IdleSender:
+    busy = False
+
+
 class _Recorder:
     """What a MuxCall asks of its connection while it hands out messages."""
+
+    sender: object = _IdleSender()
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
@@ -163,3 +169,42 @@ def test_the_sender_rings_http_bodies_and_never_websocket_frames() -> None:
             rings.close()
 
     asyncio.run(main())
+
+
+class _BusySender:
+    busy = True
+
+
+class _Busy(_Recorder):
+    sender: object = _BusySender()
+
+
+def test_a_ring_body_lets_the_credit_it_frees_leave_before_the_reader_goes_on() -> None:
+    """The reader of ring bodies writes them to its client next, which takes a
+    while: the sender, with the credit just freed, runs first (one loop turn)."""
+
+    async def main() -> list[str]:
+        peer, rings = _rings()
+        order: list[str] = []
+        try:
+            decoded = decode_lane_batch(_record(peer, [(1, 0, A), (1, END, B)]), rings, True)
+            call = MuxCall(_Busy())  # type: ignore[arg-type]
+            call.stream_id = 1
+            call.frames = True
+            call.received(decoded[0][3], False)
+            asyncio.get_running_loop().call_soon(order.append, "sender")
+            frame = await call.read()
+            order.append("reader")
+            assert bytes(frame.body) == A
+            # The last body needs no credit back: no turn is given up.
+            call.received(decoded[1][3], True)
+            asyncio.get_running_loop().call_soon(order.append, "sender")
+            frame = await call.read()
+            order.append("reader")
+            assert bytes(frame.body) == B and frame.complete
+        finally:
+            rings.close()
+            peer.close()
+        return order
+
+    assert asyncio.run(main()) == ["sender", "reader", "reader", "sender"]

@@ -229,6 +229,15 @@ class MuxCall:
                     self._response_ended = True
                     if self._writing_done:
                         self._deliver()
+                elif type(payload) is ResponseFrame and conn.sender.busy:
+                    # Ring bodies go on to a client write that takes a while:
+                    # the credit they free leaves first, so that the plugin
+                    # writes the next ones meanwhile.
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        self.cancel()
+                        raise
                 return payload
             if self._error is not None:
                 raise self._error
