@@ -24,7 +24,14 @@ from chunkwire._core import (
     encode_batch,
     encode_ring_descriptor,
 )
-from chunkwire.transport.lane import FLUSH, RING, RING_CREDIT, Rings, decode_lane_batch
+from chunkwire.transport.lane import (
+    FLUSH,
+    RING,
+    RING_CREDIT,
+    RingBody,
+    Rings,
+    decode_lane_batch,
+)
 from chunkwire.transport.mux import END, Kind, MuxError
 
 PEER_RING = 64 * 1024
@@ -133,7 +140,11 @@ def test_any_record_decodes_or_fails_with_a_mux_error(spec: list[tuple], opener:
                 if not opener:
                     continue  # requests: the body is checked on the plugin's side
                 body = honest.get(bytes(frame[3]))
-                message = decode_response_frame(decoded[3])
+                payload = decoded[3]
+                assert isinstance(payload, RingBody)
+                message = decode_response_frame(payload.message())
+                assert len(payload) == payload.nbytes == len(payload.message())
+                assert bytes(payload.body) == bytes(message.body)
                 if body is not None:
                     assert bytes(message.body) == body
                 assert message.complete == bool(frame[2] & END)

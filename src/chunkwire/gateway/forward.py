@@ -610,6 +610,8 @@ class Forward:
         # frames that arrived together (a batch) then leave in one send, one
         # write to the client instead of one per chunk. Nothing waits for them.
         ready = getattr(self._call, "ready", None)
+        if ready is not None:
+            self._call.frames = True  # bodies from a lane's ring come decoded
         held: list[memoryview] = []
         while True:
             try:
@@ -629,7 +631,10 @@ class Forward:
                 await self._failed(None)
                 return
             try:
-                frame = decode_response_frame(message)
+                if isinstance(message, (bytes, memoryview)):
+                    frame = decode_response_frame(message)
+                else:
+                    frame = message  # a ResponseFrame already (MuxCall.frames)
             except FrameError as error:
                 await self._send_held(held)
                 await self._broken(f"malformed frame: {error}")

@@ -474,11 +474,14 @@ class LaneSender(BatchSender):
             size = _size(payload)
             if size < threshold:  # the body is smaller still
                 return frame
+            stream = self._proto.streams.get(stream_id)
+            if stream is None or stream.session:
+                return frame  # a WebSocket session's frame (or a stream gone): inline
             decode = decode_request_frame if self._opener else decode_response_frame
             try:
                 message = decode(payload)
             except FrameError:
-                return frame  # not an HTTP body message (a WebSocket session's frame)
+                return frame  # not a message this side can rebuild: inline
             if message.init is not None:
                 return frame
             body = message.body
@@ -519,33 +522,91 @@ class LaneSender(BatchSender):
                 await asyncio.wait_for(rings.wake.wait(), remaining)
 
 
+class RingBody:
+    """A response body that came through the peer's ring, as the opener's
+    decoder hands it on: the DATA payload of a RING frame, not encoded into
+    a message.
+
+    The chunk was copied out of the ring (and its space released) when the
+    record was decoded; the bytes are ``buffer[start:end]``. The chunks of
+    one stream that arrive together in a record share one buffer, back to
+    back, so that a reader taking several at once hands them on as one view
+    (``MuxCall.read``), without a copy of its own. ``nbytes`` (and ``len()``)
+    is the size of the DATA frame the RING frame stands for, what the
+    stream's credit counts; ``message()`` is that ServeHTTPResponse.
+    """
+
+    __slots__ = ("buffer", "complete", "end", "flush", "nbytes", "start")
+
+    def __init__(self, buffer: bytes, start: int, end: int, complete: bool, flush: bool) -> None:
+        self.buffer = buffer
+        self.start = start
+        self.end = end
+        self.complete = complete
+        self.flush = flush
+        self.nbytes = _message_size(end - start, complete, flush)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    @property
+    def body(self) -> memoryview:
+        return memoryview(self.buffer)[self.start : self.end]
+
+    def message(self) -> memoryview:
+        """The ServeHTTPResponse this body stands for (a copy)."""
+        return memoryview(
+            encode_response_frame(self.body, complete=self.complete, flush=self.flush)
+        )
+
+
 def decode_lane_batch(record: Any, rings: Rings | None, opener: bool) -> list[Any]:
     """Frames of one record, RING frames turned back into the DATA frames they stand for.
 
-    The chunk is copied out of the peer's ring into the DATA payload and
-    released at once; its credit joins ``rings.owed``. A bad descriptor,
-    credit or flag is a MuxError (the connection fails).
+    Each chunk is copied out of the peer's ring and released at once; its
+    credit joins ``rings.owed``. On the opener's side a DATA payload is a
+    :class:`RingBody` (the consecutive RING frames of one stream are copied
+    into one buffer); on the acceptor's side the request message itself. A
+    bad descriptor, credit or flag is a MuxError (the connection fails).
     """
     frames = decode_batch(record, max_frames=MAX_FRAMES)
     out: list[Any] | None = None
-    for index, frame in enumerate(frames):
-        kind = frame[1]
-        if kind != RING and kind != RING_CREDIT:
-            if out is not None:
-                out.append(frame)
-            continue
-        if out is None:
-            out = frames[:index]
-        if rings is None:
-            raise MuxError("a ring frame before the lane was set up")
-        if kind == RING:
-            out.append(_unring(frame, rings, opener))
-        else:
-            _credited(frame, rings)
+    run: list[tuple[int, int, memoryview]] = []  # opener: RING frames of one stream in a row
+    try:
+        for index, frame in enumerate(frames):
+            kind = frame[1]
+            if kind != RING and kind != RING_CREDIT:
+                if out is not None:
+                    if run:
+                        _copy_run(run, rings, out)  # type: ignore[arg-type]
+                    out.append(frame)
+                continue
+            if out is None:
+                out = frames[:index]
+            if rings is None:
+                raise MuxError("a ring frame before the lane was set up")
+            if kind == RING:
+                if not opener:
+                    out.append(_unring(frame, rings))
+                    continue
+                if run and run[0][0] != frame[0]:
+                    _copy_run(run, rings, out)
+                run.append(_ring_view(frame, rings, opener))
+            else:
+                _credited(frame, rings)
+        if run:
+            _copy_run(run, rings, out)  # type: ignore[arg-type]
+    except BaseException:
+        if run and rings is not None and rings.reader is not None:
+            for _, _, view in run:
+                rings.owed.append(rings.reader.release(view))
+            rings.wake.set()
+        raise
     return frames if out is None else out
 
 
-def _unring(frame: Any, rings: Rings, opener: bool) -> Any:
+def _ring_view(frame: Any, rings: Rings, opener: bool) -> tuple[int, int, memoryview]:
+    """``(stream id, flags, view)`` of a RING frame's chunk; the view is outstanding."""
     stream_id, _, value, payload = frame
     reader = rings.reader
     if reader is None:
@@ -553,15 +614,43 @@ def _unring(frame: Any, rings: Rings, opener: bool) -> Any:
     if value & ~(END | FLUSH) or (value & FLUSH and not opener):
         raise MuxError(f"RING frame on stream {stream_id} with flags {value}")
     try:
-        view = reader.read(payload)
+        return stream_id, value, reader.read(payload)
     except RingError as exc:
         raise MuxError(f"bad ring descriptor on stream {stream_id}: {exc}") from None
+
+
+def _copy_run(run: list[tuple[int, int, memoryview]], rings: Rings, out: list[Any]) -> None:
+    """Copy a run of one stream's chunks into one buffer, release them, add their DATA frames."""
+    reader = rings.reader
+    assert reader is not None
+    entries = run[:]
+    run.clear()
+    sizes = [view.nbytes for _, _, view in entries]
     try:
-        complete = bool(value & END)
-        if opener:
-            message = encode_response_frame(view, complete=complete, flush=bool(value & FLUSH))
+        if len(entries) == 1:
+            buffer = entries[0][2].tobytes()
         else:
-            message = encode_request_frame(view, complete=complete)
+            buffer = b"".join([view for _, _, view in entries])
+    finally:
+        owed = rings.owed
+        for _, _, view in entries:
+            owed.append(reader.release(view))
+        rings.wake.set()
+    start = 0
+    for (stream_id, value, _), size in zip(entries, sizes, strict=True):
+        end = start + size
+        body = RingBody(buffer, start, end, bool(value & END), bool(value & FLUSH))
+        out.append((stream_id, Kind.DATA, value & END, body))
+        start = end
+
+
+def _unring(frame: Any, rings: Rings) -> Any:
+    """The acceptor's side: a RING frame of a request as the DATA frame with its message."""
+    stream_id, value, view = _ring_view(frame, rings, False)
+    reader = rings.reader
+    assert reader is not None
+    try:
+        message = encode_request_frame(view, complete=bool(value & END))
     finally:
         rings.owed.append(reader.release(view))
         rings.wake.set()

@@ -33,8 +33,9 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from .._core import FrameError, decode_batch, decode_request_frame
+from .._core import FrameError, ResponseFrame, decode_batch, decode_request_frame
 from . import CONNECT_METHOD
+from .lane import RingBody
 from .mux import (
     Connection,
     ContinueRequested,
@@ -79,6 +80,27 @@ def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, _NO_METADATA, _NO_METADATA, details=details)
 
 
+def _ring_frame(first: RingBody, end: bool, messages: deque[Any]) -> tuple[Any, bool, int]:
+    """``first`` and the ring bodies right after it in one buffer, as one
+    ResponseFrame (a single view: one write to the client, no join); its
+    end flag and the credit size of the DATA frames taken. Stops after a
+    flush or the last frame."""
+    last = first
+    size = first.nbytes
+    buffer = first.buffer
+    while messages and not end and not last.flush:
+        body, more_end = messages[0]
+        if type(body) is not RingBody or body.buffer is not buffer or body.start != last.end:
+            break
+        messages.popleft()
+        size += body.nbytes
+        last = body
+        end = more_end
+    start, stop = first.start, last.end
+    view = buffer if start == 0 and stop == len(buffer) else memoryview(buffer)[start:stop]
+    return ResponseFrame(None, view, last.complete, last.flush), end, size
+
+
 class MuxCall:
     """One stream on a :class:`MuxConnection`, shaped like a grpc.aio call (see the module)."""
 
@@ -93,6 +115,7 @@ class MuxCall:
         "_state",
         "_waiter",
         "_writing_done",
+        "frames",
         "stream_id",
     )
 
@@ -108,6 +131,9 @@ class MuxCall:
         self._response_ended = False
         self._writing_done = False
         self._delivered = False
+        # The reader takes decoded frames where the lane hands bodies on
+        # undecoded (RingBody): read() returns a ResponseFrame for those.
+        self.frames = False
 
     # -- the grpc.aio call interface --------------------------------------------------
 
@@ -190,11 +216,28 @@ class MuxCall:
             if messages:
                 payload, end = messages.popleft()
                 conn = self._conn
-                conn.consumed(self.stream_id, payload.nbytes)
+                if type(payload) is RingBody:
+                    if self.frames:
+                        payload, end, size = _ring_frame(payload, end, messages)
+                    else:
+                        size = payload.nbytes
+                        payload = payload.message()
+                else:
+                    size = payload.nbytes
+                conn.consumed(self.stream_id, size)
                 if end:
                     self._response_ended = True
                     if self._writing_done:
                         self._deliver()
+                elif type(payload) is ResponseFrame and conn.sender.busy:
+                    # Ring bodies go on to a client write that takes a while:
+                    # the credit they free leaves first, so that the plugin
+                    # writes the next ones meanwhile.
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        self.cancel()
+                        raise
                 return payload
             if self._error is not None:
                 raise self._error
