@@ -18,7 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import contextmanager
 from typing import Any
 
@@ -77,6 +85,17 @@ def _immutable(view: memoryview) -> bool:
 
 
 _UNSETTLED = object()
+
+
+class _Taken:
+    """What ``write()`` returns when the data is in the ring and nothing is due:
+    awaiting it returns at once (no coroutine is made for the common case)."""
+
+    __slots__ = ()
+    __await__ = ().__iter__  # type: ignore[assignment]  # an empty iterator: done
+
+
+_TAKEN = _Taken()
 
 
 class Finished:
@@ -158,6 +177,7 @@ class Response:
         "_overflow_bytes",
         "_pumping",
         "_ring",
+        "_room",
         "_send",
         "_send_body",
         "_sent",
@@ -190,6 +210,9 @@ class Response:
         self._head_off = 0  # bytes of overflow[0] already taken
         self._borrowed = False
         self._inflight = 0
+        # Bytes the next writes may put in the ring with nothing else to do
+        # (see ``write``): 0 whenever anything but such a write changed state.
+        self._room = 0
         self._hwm = self._check_mark(high_water_mark)
         self._status = 200
         self._headers: CIMultiDict[str] | CIMultiDictProxy[str] = CIMultiDict()
@@ -278,6 +301,7 @@ class Response:
     @high_water_mark.setter
     def high_water_mark(self, value: int) -> None:
         self._hwm = self._check_mark(value)
+        self._room = 0
         self._wake()
 
     @property
@@ -359,6 +383,7 @@ class Response:
         return fresh
 
     def _accept(self, data: Any, copy: bool) -> None:
+        self._room = 0
         if type(data) is bytes:
             view: Any = data
             size = len(data)
@@ -410,6 +435,7 @@ class Response:
         if not self._borrowed:
             return
         self._borrowed = False
+        self._room = 0
         overflow = self._overflow
         for i in range(len(overflow)):
             item = overflow[i]
@@ -425,6 +451,7 @@ class Response:
                 overflow[i] = bytes(item)
 
     def _mark_flush(self) -> None:
+        self._room = 0
         self._flush_requested = True
         if self._overflow or not self._ring.pending:
             self._overflow.append(_FLUSH)
@@ -511,6 +538,7 @@ class Response:
         return with_init(init.SerializeToString())
 
     def _fail(self, error: BaseException) -> None:
+        self._room = 0
         if self._error is None:
             self._error = error
         self._wake()
@@ -637,13 +665,48 @@ class Response:
 
     # -- the public stream API ---------------------------------------------------
 
-    async def write(self, data: Any, flush: bool = False) -> None:
+    def write(self, data: Any, flush: bool = False) -> Awaitable[None]:
         """Append bytes-like ``data`` (bytes, bytearray, memoryview, numpy array).
 
-        Returns once fewer than ``high_water_mark`` bytes are buffered. The
-        caller's buffer may be reused once this returns. Inside ``cork()``
-        it never waits. The first write fixes status and headers.
+        ``await`` it: returns once fewer than ``high_water_mark`` bytes are
+        buffered. The caller's buffer may be reused once this returns.
+        Inside ``cork()`` it never waits. The first write fixes status and
+        headers.
         """
+        # Small writes (token streaming) while no frame is due and the mark
+        # is far: only the ring takes them. ``_room`` is what is left of
+        # that, fixed by the last full write and zeroed by anything else
+        # that changes the response (a flush, an end, an error, overflow).
+        if not flush and type(data) is bytes:
+            size = len(data)
+            if size < self._room:
+                self._room -= size
+                self._ring.write(data)
+                return _TAKEN
+        return self._write(data, flush)
+
+    def _grant_room(self) -> None:
+        """Set ``_room``: the bytes below the chunk size, the mark and the ring's free space."""
+        ring = self._ring
+        if (
+            self._error is None
+            and not self._ending
+            and not self._overflow
+            and not self._flush_requested
+            and self._locked
+        ):
+            pending = ring.pending
+            room = min(
+                ring.free + 1,
+                self._chunk_size - pending,
+                self._hwm - pending - self._inflight,
+            )
+            self._room = room if room > 0 else 0
+        else:
+            self._room = 0
+
+    async def _write(self, data: Any, flush: bool) -> None:
+        self._room = 0
         ring = self._ring
         if (
             type(data) is bytes
@@ -661,6 +724,7 @@ class Response:
             if not flush and not self._flush_requested:
                 pending = ring.pending
                 if pending < self._chunk_size and pending + self._inflight < self._hwm:
+                    self._grant_room()
                     return
         else:
             self._check_write()
@@ -677,6 +741,7 @@ class Response:
                 self._kick()
         finally:
             self._release_borrowed()
+        self._grant_room()
 
     def write_nowait(self, data: Any) -> bool:
         """Take ``data`` now (copied); False once ``high_water_mark`` is reached.
@@ -715,9 +780,11 @@ class Response:
         if self._ending:
             raise RuntimeError("response already ended")
         self._cork += 1
+        self._room = 0
         try:
             yield self
         finally:
+            self._room = 0
             if self._cork:
                 self._cork -= 1
                 if not self._cork and self._error is None and not self._ending:
@@ -743,6 +810,7 @@ class Response:
         if data is not None:
             self._accept(data, copy=False)
         self._ending = True
+        self._room = 0
         self._cork = 0
         try:
             await self._send_ready(final=True)
@@ -762,6 +830,7 @@ class Response:
         error.__cause__ = exc
         self._aborted = error
         self._ending = True
+        self._room = 0
         self._cork = 0
         self._ring = Chunker(self._chunk_size, self._ring.capacity)
         self._overflow.clear()
@@ -818,6 +887,7 @@ class Response:
             self._task.cancel()  # not inside a gRPC write: nothing was sent yet
             self._task = None
         self._ring = Chunker(self._chunk_size, self._ring.capacity)
+        self._room = 0
         self._overflow.clear()
         self._overflow_bytes = 0
         self._head_off = 0
