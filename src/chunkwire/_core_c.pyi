@@ -328,3 +328,12 @@ __all__ = [
     "join_request_frame",
     "join_response_frame",
 ]
+
+def encode_response_init(status: int, headers: Iterable[tuple[str, Iterable[bytes]]]) -> bytes:
+    """Protobuf bytes of ServeHTTPResponse{init=ServeHTTPResponseInit{status_code, headers}}.
+
+    ``headers`` are (key, values) pairs, one HTTPHeader each, in order.
+    Byte-identical to the generated classes' ``SerializeToString()``.
+    """
+
+__all__ += ["encode_response_init"]

@@ -1177,3 +1177,44 @@ class RingReader(_RingEnd):
         self._views.clear()
         self._close_map()
         os.close(self._fd)
+
+
+# -- response init ---------------------------------------------------------------
+
+_INT32_MIN = -(2**31)
+_INT32_MAX = 2**31 - 1
+
+
+def encode_response_init(status: int, headers: Iterable[tuple[str, Iterable[bytes]]]) -> bytes:
+    """Protobuf bytes of ServeHTTPResponse{init=ServeHTTPResponseInit{status_code, headers}}.
+
+    ``headers`` are (key, values) pairs, one HTTPHeader each, in order
+    (``chunkwire._wire.group_headers`` groups a response's headers so).
+    Keys are str (UTF-8 on the wire), values bytes. Byte-identical to the
+    generated classes' ``SerializeToString()``; a status outside int32 is a
+    ValueError, a key that is no str or a value that is no bytes a TypeError.
+    """
+    code = operator.index(status)
+    if not _INT32_MIN <= code <= _INT32_MAX:
+        raise ValueError(f"status_code {code} does not fit an int32")
+    parts: list[bytes] = []
+    if code:
+        parts += [b"\x08", _varint(code & 0xFFFFFFFFFFFFFFFF)]
+    for key, values in headers:
+        if not isinstance(key, str):
+            raise TypeError(f"header key must be str, not {type(key).__name__!r}")
+        header: list[bytes] = []
+        name = key.encode("utf-8")
+        if name:
+            header += [b"\x0a", _varint(len(name)), name]
+        for value in values:
+            if not isinstance(value, bytes):
+                raise TypeError(f"header value must be bytes, not {type(value).__name__!r}")
+            header += [b"\x12", _varint(len(value)), value]
+        encoded = b"".join(header)
+        parts += [b"\x12", _varint(len(encoded)), encoded]
+    init = b"".join(parts)
+    return b"\x0a" + _varint(len(init)) + init
+
+
+__all__ += ["encode_response_init"]

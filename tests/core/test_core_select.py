@@ -38,6 +38,7 @@ NAMES = [
     "encode_ring_descriptor",
     "encode_request_frame",
     "encode_response_frame",
+    "encode_response_init",
     "encode_sse",
     "join_request_frame",
     "join_response_frame",

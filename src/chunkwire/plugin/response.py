@@ -32,15 +32,16 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .._core import Chunker, encode_response_frame
-from .._proto import http_pb2
-from .._wire import group_headers, with_init
+from .._core import Chunker, encode_response_frame, encode_response_init
+from .._wire import group_headers
 from ..errors import ClientDisconnected, HeadersAlreadySent, ResponseAborted
 
 SendMessage = Callable[[bytes], Any]
 # (body, complete, flush): one body message the transport encodes itself,
 # straight from ``body`` (immutable bytes, never copied here).
 SendBody = Callable[[memoryview, bool, bool], Any]
+# (frame, complete): an encoded message, and whether it is the last one.
+SendFrame = Callable[[bytes, bool], Any]
 
 DEFAULT_HIGH_WATER_MARK = 65536
 
@@ -180,6 +181,7 @@ class Response:
         "_room",
         "_send",
         "_send_body",
+        "_send_frame",
         "_sent",
         "_settled",
         "_status",
@@ -197,9 +199,12 @@ class Response:
         *,
         high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
         send_body: SendBody | None = None,
+        send_frame: SendFrame | None = None,
     ) -> None:
         self._send = send
         self._send_body = send_body
+        # Instead of ``send``, for a transport that wants to know the last frame.
+        self._send_frame = send_frame
         self._chunk_size = chunk_size
         # Two chunks: one filling, one ready; the overflow holds the rest.
         self._ring = Chunker(chunk_size, capacity if capacity is not None else 2 * chunk_size)
@@ -531,11 +536,8 @@ class Response:
     # -- sending -----------------------------------------------------------------
 
     def _init_message(self) -> bytes:
-        init = http_pb2.ServeHTTPResponseInit(status_code=self._status)
-        add = init.headers.add  # in place: no HTTPHeader objects built to be copied
-        for key, values in group_headers(self._headers.items()):
-            add(key=key, values=values)
-        return with_init(init.SerializeToString())
+        headers = self._headers
+        return encode_response_init(self._status, group_headers(headers.items()) if headers else ())
 
     def _fail(self, error: BaseException) -> None:
         self._room = 0
@@ -568,6 +570,8 @@ class Response:
             if type(frame) is _Body:
                 assert self._send_body is not None
                 await self._send_body(frame.body, frame.complete, frame.flush)
+            elif self._send_frame is not None:
+                await self._send_frame(frame, complete)
             else:
                 await self._send(frame)
         except ClientDisconnected as exc:
