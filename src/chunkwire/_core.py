@@ -111,11 +111,11 @@ __all__ = [
 
 # Encoders the plugin's responses use, selected the same way.
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._core_py import encode_response_init
+    from ._core_py import SmallWriter, encode_response_init
 else:
     try:
-        from ._core_c import encode_response_init
+        from ._core_c import SmallWriter, encode_response_init
     except ImportError:  # pragma: no cover - exercised where no compiler ran
-        from ._core_py import encode_response_init
+        from ._core_py import SmallWriter, encode_response_init
 
-__all__ += ["encode_response_init"]
+__all__ += ["SmallWriter", "encode_response_init"]

@@ -337,3 +337,15 @@ def encode_response_init(status: int, headers: Iterable[tuple[str, Iterable[byte
     """
 
 __all__ += ["encode_response_init"]
+
+class SmallWriter:
+    """Base of a writer whose small writes only land in a ring (``plugin.Response``).
+
+    See ``chunkwire._core_py.SmallWriter``.
+    """
+
+    _ring: Chunker | None
+    _room: int
+    def write(self, data: Any, flush: bool = False) -> Any: ...
+
+__all__ += ["SmallWriter"]

@@ -1307,3 +1307,37 @@ def encode_response_init(status, headers):
 
 
 __all__ += ["encode_response_init"]
+
+
+# -- small writes ------------------------------------------------------------------
+
+
+class _Taken:
+    __slots__ = ()
+    __await__ = ().__iter__  # an empty iterator: awaiting it is done at once
+
+
+_TAKEN = _Taken()
+
+
+cdef class SmallWriter:
+    """See ``chunkwire._core_py.SmallWriter``."""
+
+    cdef public Chunker _ring
+    cdef public Py_ssize_t _room
+
+    def write(self, data, flush=False):
+        cdef Py_ssize_t size
+        cdef Chunker ring
+        if not flush and PyBytes_CheckExact(data):
+            size = PyBytes_GET_SIZE(data)
+            ring = self._ring
+            if (size < self._room and ring is not None
+                    and <size_t>size <= ring._ring.capacity - ring._ring.pending):
+                self._room -= size
+                cw_ring_write(&ring._ring, PyBytes_AS_STRING(data), <size_t>size)
+                return _TAKEN
+        return self._write(data, flush)
+
+
+__all__ += ["SmallWriter"]

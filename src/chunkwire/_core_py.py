@@ -1218,3 +1218,49 @@ def encode_response_init(status: int, headers: Iterable[tuple[str, Iterable[byte
 
 
 __all__ += ["encode_response_init"]
+
+
+# -- small writes ----------------------------------------------------------------
+
+
+class _Taken:
+    __slots__ = ()
+    __await__ = ().__iter__  # type: ignore[assignment]  # an empty iterator: done at once
+
+
+_TAKEN = _Taken()
+
+
+class SmallWriter:
+    """Base of a writer whose small writes only land in a ring (``plugin.Response``).
+
+    ``write(data, flush=False)``: bytes (exactly) shorter than ``_room``
+    that fit the free space of ``_ring`` (a Chunker), without flush, are
+    copied into the ring, ``_room`` shrinks by their size, and an awaitable
+    that is already done is returned. Anything else is handed to
+    ``self._write(data, flush)``, which the subclass defines and whose
+    result is returned. The subclass sets ``_ring`` and ``_room`` (0 at
+    first) and keeps ``_room`` at 0 whenever a write must do more.
+    """
+
+    __slots__ = ("_ring", "_room")
+
+    _ring: Chunker | None
+    _room: int
+
+    def __init__(self) -> None:
+        self._ring = None
+        self._room = 0
+
+    def write(self, data: Any, flush: bool = False) -> Any:
+        if not flush and type(data) is bytes:
+            size = len(data)
+            ring = self._ring
+            if size < self._room and ring is not None and size <= ring.free:
+                self._room -= size
+                ring.write(data)
+                return _TAKEN
+        return self._write(data, flush)  # type: ignore[attr-defined]
+
+
+__all__ += ["SmallWriter"]

@@ -30,6 +30,7 @@ NAMES = [
     "RingError",
     "RingReader",
     "RingWriter",
+    "SmallWriter",
     "decode_batch",
     "decode_ring_descriptor",
     "decode_request_frame",

@@ -20,7 +20,6 @@ import contextlib
 from collections import deque
 from collections.abc import (
     AsyncIterable,
-    Awaitable,
     Callable,
     Generator,
     Iterable,
@@ -32,7 +31,7 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .._core import Chunker, encode_response_frame, encode_response_init
+from .._core import Chunker, SmallWriter, encode_response_frame, encode_response_init
 from .._wire import group_headers
 from ..errors import ClientDisconnected, HeadersAlreadySent, ResponseAborted
 
@@ -88,17 +87,6 @@ def _immutable(view: memoryview) -> bool:
 _UNSETTLED = object()
 
 
-class _Taken:
-    """What ``write()`` returns when the data is in the ring and nothing is due:
-    awaiting it returns at once (no coroutine is made for the common case)."""
-
-    __slots__ = ()
-    __await__ = ().__iter__  # type: ignore[assignment]  # an empty iterator: done
-
-
-_TAKEN = _Taken()
-
-
 class Finished:
     """``await response.finished``: the last byte reached the HTTP client.
 
@@ -132,8 +120,13 @@ class Finished:
         return f"<Finished done={self.done()}>"
 
 
-class Response:
+class Response(SmallWriter):
     """Status, headers and a streamed body, with Node-like stream semantics.
+
+    ``await write(data, flush=False)`` appends bytes-like ``data`` (bytes,
+    bytearray, memoryview, numpy array) and returns once fewer than
+    ``high_water_mark`` bytes are buffered; the caller's buffer may be
+    reused then. Inside ``cork()`` it never waits.
 
     The first ``write()`` (of any kind, even empty), ``flush()`` or
     ``end()`` fixes ``status`` and ``headers``, as Go's ResponseWriter and
@@ -177,8 +170,6 @@ class Response:
         "_overflow",
         "_overflow_bytes",
         "_pumping",
-        "_ring",
-        "_room",
         "_send",
         "_send_body",
         "_send_frame",
@@ -669,25 +660,11 @@ class Response:
 
     # -- the public stream API ---------------------------------------------------
 
-    def write(self, data: Any, flush: bool = False) -> Awaitable[None]:
-        """Append bytes-like ``data`` (bytes, bytearray, memoryview, numpy array).
-
-        ``await`` it: returns once fewer than ``high_water_mark`` bytes are
-        buffered. The caller's buffer may be reused once this returns.
-        Inside ``cork()`` it never waits. The first write fixes status and
-        headers.
-        """
-        # Small writes (token streaming) while no frame is due and the mark
-        # is far: only the ring takes them. ``_room`` is what is left of
-        # that, fixed by the last full write and zeroed by anything else
-        # that changes the response (a flush, an end, an error, overflow).
-        if not flush and type(data) is bytes:
-            size = len(data)
-            if size < self._room:
-                self._room -= size
-                self._ring.write(data)
-                return _TAKEN
-        return self._write(data, flush)
+    # ``write`` (SmallWriter's): small writes (token streaming) while no
+    # frame is due and the mark is far only land in the ring, and return an
+    # awaitable that is already done. ``_room`` is what is left of that,
+    # fixed by the last full write (``_write``) and zeroed by anything else
+    # that changes the response (a flush, an end, an error, overflow).
 
     def _grant_room(self) -> None:
         """Set ``_room``: the bytes below the chunk size, the mark and the ring's free space."""
@@ -710,6 +687,7 @@ class Response:
             self._room = 0
 
     async def _write(self, data: Any, flush: bool) -> None:
+        """The whole of ``write``: what its fast path leaves here."""
         self._room = 0
         ring = self._ring
         if (
