@@ -112,3 +112,14 @@ __all__ = [
     "join_request_frame",
     "join_response_frame",
 ]
+
+# Encoders the plugin's responses use, selected the same way.
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._core_py import SmallWriter, encode_response_init
+else:
+    try:
+        from ._core_c import SmallWriter, encode_response_init
+    except ImportError:  # pragma: no cover - exercised where no compiler ran
+        from ._core_py import SmallWriter, encode_response_init
+
+__all__ += ["SmallWriter", "encode_response_init"]

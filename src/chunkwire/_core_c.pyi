@@ -343,3 +343,24 @@ __all__ = [
     "join_request_frame",
     "join_response_frame",
 ]
+
+def encode_response_init(status: int, headers: Iterable[tuple[str, Iterable[bytes]]]) -> bytes:
+    """Protobuf bytes of ServeHTTPResponse{init=ServeHTTPResponseInit{status_code, headers}}.
+
+    ``headers`` are (key, values) pairs, one HTTPHeader each, in order.
+    Byte-identical to the generated classes' ``SerializeToString()``.
+    """
+
+__all__ += ["encode_response_init"]
+
+class SmallWriter:
+    """Base of a writer whose small writes only land in a ring (``plugin.Response``).
+
+    See ``chunkwire._core_py.SmallWriter``.
+    """
+
+    _ring: Chunker | None
+    _room: int
+    def write(self, data: Any, flush: bool = False) -> Any: ...
+
+__all__ += ["SmallWriter"]

@@ -1384,3 +1384,119 @@ cdef class RingReader(_RingEnd):
         self._views.clear()
         self._close_map()
         os.close(self._fd)
+
+
+# -- response init -----------------------------------------------------------------
+
+
+cdef inline size_t _varint_len(uint64_t value) noexcept:
+    cdef size_t n = 1
+    while value > 0x7F:
+        value >>= 7
+        n += 1
+    return n
+
+
+cdef inline unsigned char *_put_varint(unsigned char *p, uint64_t value) noexcept:
+    while value > 0x7F:
+        p[0] = <unsigned char>((value & 0x7F) | 0x80)
+        p += 1
+        value >>= 7
+    p[0] = <unsigned char>value
+    return p + 1
+
+
+def encode_response_init(status, headers):
+    """Protobuf bytes of ServeHTTPResponse{init=ServeHTTPResponseInit{status_code, headers}}."""
+    code = _index(status)
+    if not -2147483648 <= code <= 2147483647:
+        raise ValueError(f"status_code {code} does not fit an int32")
+    cdef long long signed_code = code
+    cdef uint64_t ucode = <uint64_t>signed_code
+    cdef size_t init_size = 0
+    cdef size_t header_size, total
+    cdef Py_ssize_t key_len, value_len, index
+    cdef const char *key_ptr
+    cdef unsigned char *p
+    cdef list grouped = []
+    cdef list sizes = []
+    cdef list vals
+    if ucode:
+        init_size += 1 + _varint_len(ucode)
+    for key, values in headers:
+        if not isinstance(key, str):
+            raise TypeError(f"header key must be str, not {type(key).__name__!r}")
+        PyUnicode_AsUTF8AndSize(key, &key_len)
+        header_size = 1 + _varint_len(<uint64_t>key_len) + <size_t>key_len if key_len else 0
+        vals = list(values)
+        for value in vals:
+            if not isinstance(value, bytes):
+                raise TypeError(f"header value must be bytes, not {type(value).__name__!r}")
+            value_len = PyBytes_GET_SIZE(value)
+            header_size += 1 + _varint_len(<uint64_t>value_len) + <size_t>value_len
+        init_size += 1 + _varint_len(<uint64_t>header_size) + header_size
+        grouped.append((key, vals))
+        sizes.append(header_size)
+    total = 1 + _varint_len(<uint64_t>init_size) + init_size
+    out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
+    p = <unsigned char *>PyBytes_AS_STRING(out)
+    p[0] = 0x0A
+    p = _put_varint(p + 1, <uint64_t>init_size)
+    if ucode:
+        p[0] = 0x08
+        p = _put_varint(p + 1, ucode)
+    for index in range(len(grouped)):
+        key, vals = grouped[index]
+        header_size = sizes[index]
+        p[0] = 0x12
+        p = _put_varint(p + 1, <uint64_t>header_size)
+        key_ptr = PyUnicode_AsUTF8AndSize(key, &key_len)
+        if key_len:
+            p[0] = 0x0A
+            p = _put_varint(p + 1, <uint64_t>key_len)
+            memcpy(p, key_ptr, <size_t>key_len)
+            p += key_len
+        for value in vals:
+            value_len = PyBytes_GET_SIZE(value)
+            p[0] = 0x12
+            p = _put_varint(p + 1, <uint64_t>value_len)
+            memcpy(p, PyBytes_AS_STRING(value), <size_t>value_len)
+            p += value_len
+    return out
+
+
+__all__ += ["encode_response_init"]
+
+
+# -- small writes ------------------------------------------------------------------
+
+
+class _Taken:
+    __slots__ = ()
+    __await__ = ().__iter__  # an empty iterator: awaiting it is done at once
+
+
+_TAKEN = _Taken()
+
+
+cdef class SmallWriter:
+    """See ``chunkwire._core_py.SmallWriter``."""
+
+    cdef public Chunker _ring
+    cdef public Py_ssize_t _room
+
+    def write(self, data, flush=False):
+        cdef Py_ssize_t size
+        cdef Chunker ring
+        if not flush and PyBytes_CheckExact(data):
+            size = PyBytes_GET_SIZE(data)
+            ring = self._ring
+            if (size < self._room and ring is not None
+                    and <size_t>size <= ring._ring.capacity - ring._ring.pending):
+                self._room -= size
+                cw_ring_write(&ring._ring, PyBytes_AS_STRING(data), <size_t>size)
+                return _TAKEN
+        return self._write(data, flush)
+
+
+__all__ += ["SmallWriter"]

@@ -1297,3 +1297,90 @@ class RingReader(_RingEnd):
         self._views.clear()
         self._close_map()
         os.close(self._fd)
+
+
+# -- response init ---------------------------------------------------------------
+
+_INT32_MIN = -(2**31)
+_INT32_MAX = 2**31 - 1
+
+
+def encode_response_init(status: int, headers: Iterable[tuple[str, Iterable[bytes]]]) -> bytes:
+    """Protobuf bytes of ServeHTTPResponse{init=ServeHTTPResponseInit{status_code, headers}}.
+
+    ``headers`` are (key, values) pairs, one HTTPHeader each, in order
+    (``chunkwire._wire.group_headers`` groups a response's headers so).
+    Keys are str (UTF-8 on the wire), values bytes. Byte-identical to the
+    generated classes' ``SerializeToString()``; a status outside int32 is a
+    ValueError, a key that is no str or a value that is no bytes a TypeError.
+    """
+    code = operator.index(status)
+    if not _INT32_MIN <= code <= _INT32_MAX:
+        raise ValueError(f"status_code {code} does not fit an int32")
+    parts: list[bytes] = []
+    if code:
+        parts += [b"\x08", _varint(code & 0xFFFFFFFFFFFFFFFF)]
+    for key, values in headers:
+        if not isinstance(key, str):
+            raise TypeError(f"header key must be str, not {type(key).__name__!r}")
+        header: list[bytes] = []
+        name = key.encode("utf-8")
+        if name:
+            header += [b"\x0a", _varint(len(name)), name]
+        for value in values:
+            if not isinstance(value, bytes):
+                raise TypeError(f"header value must be bytes, not {type(value).__name__!r}")
+            header += [b"\x12", _varint(len(value)), value]
+        encoded = b"".join(header)
+        parts += [b"\x12", _varint(len(encoded)), encoded]
+    init = b"".join(parts)
+    return b"\x0a" + _varint(len(init)) + init
+
+
+__all__ += ["encode_response_init"]
+
+
+# -- small writes ----------------------------------------------------------------
+
+
+class _Taken:
+    __slots__ = ()
+    __await__ = ().__iter__  # type: ignore[assignment]  # an empty iterator: done at once
+
+
+_TAKEN = _Taken()
+
+
+class SmallWriter:
+    """Base of a writer whose small writes only land in a ring (``plugin.Response``).
+
+    ``write(data, flush=False)``: bytes (exactly) shorter than ``_room``
+    that fit the free space of ``_ring`` (a Chunker), without flush, are
+    copied into the ring, ``_room`` shrinks by their size, and an awaitable
+    that is already done is returned. Anything else is handed to
+    ``self._write(data, flush)``, which the subclass defines and whose
+    result is returned. The subclass sets ``_ring`` and ``_room`` (0 at
+    first) and keeps ``_room`` at 0 whenever a write must do more.
+    """
+
+    __slots__ = ("_ring", "_room")
+
+    _ring: Chunker | None
+    _room: int
+
+    def __init__(self) -> None:
+        self._ring = None
+        self._room = 0
+
+    def write(self, data: Any, flush: bool = False) -> Any:
+        if not flush and type(data) is bytes:
+            size = len(data)
+            ring = self._ring
+            if size < self._room and ring is not None and size <= ring.free:
+                self._room -= size
+                ring.write(data)
+                return _TAKEN
+        return self._write(data, flush)  # type: ignore[attr-defined]
+
+
+__all__ += ["SmallWriter"]

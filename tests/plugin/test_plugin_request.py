@@ -6,10 +6,12 @@ import hashlib
 import json
 
 import pytest
+from multidict import MultiDict
 from plugin_helpers import State, init_message, make_plugin, pattern, raw_call, serve
 
 from chunkwire._core import encode_request_frame
 from chunkwire._proto import http_pb2
+from chunkwire.plugin.request import Request, RequestBody
 
 MiB = 1024 * 1024
 
@@ -196,3 +198,30 @@ async def test_empty_stream_is_rejected(listen: str) -> None:
         result = await raw_call(server.address, messages=[])
     assert result.code.name == "INVALID_ARGUMENT"
     assert result.messages == []
+
+
+def _request(uri: str) -> Request:
+    init = http_pb2.ServeHTTPRequestInit(
+        method="GET",
+        request_uri=uri,
+        plugin_context=http_pb2.PluginContext(request_id="r1", user_id="u1"),
+    )
+
+    async def no_more() -> object:
+        raise AssertionError("no body expected")
+
+    return Request(init, RequestBody(memoryview(b""), True, no_more, object()))
+
+
+def test_query_and_context_are_read_once_and_keep_changes() -> None:
+    request = _request("/a?x=1&y=&x=2")
+    query = request.query
+    assert list(query.items()) == [("x", "1"), ("y", ""), ("x", "2")]
+    query.add("z", "3")
+    assert request.query is query and request.query.getall("z") == ["3"]
+    assert request.context.request_id == "r1" and request.context is request.context
+    request.query = MultiDict([("w", "0")])
+    assert list(request.query.items()) == [("w", "0")]
+    empty = _request("/b")
+    assert len(empty.query) == 0 and empty.query is empty.query
+    assert empty.query_string == ""

@@ -53,6 +53,9 @@ async def test_random_write_sequences(seed: int) -> None:
             "numpy": lambda d: np.frombuffer(d, dtype=np.uint8).copy(),
             "memoryview": lambda d: memoryview(bytearray(d)),
         }[kind](data)
+        if rng.random() < 0.1:
+            # The mark may move mid-stream: writes honour the new one at once.
+            response.high_water_mark = rng.choice([1, chunk // 2 or 1, chunk, 3 * chunk + 1])
         action = rng.random()
         if action < 0.5:
             await response.write(buf)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from plugin_helpers import State, make_plugin, raw_call, serve
 
@@ -78,3 +80,40 @@ async def test_mattermost_name_off_by_default(sock_dir: str) -> None:
         )
         assert result.code.name == "UNIMPLEMENTED"
         assert result.messages == []
+
+
+def test_match_keeps_registration_order_across_exact_and_parametric_routes() -> None:
+    plugin = Plugin("order")
+
+    async def first(request: Any, response: Any) -> None: ...
+    async def second(request: Any, response: Any) -> None: ...
+    async def third(request: Any, response: Any) -> None: ...
+    async def fourth(request: Any, response: Any) -> None: ...
+
+    plugin.add_route("/items/{id}", first, methods=["GET"])
+    plugin.add_route("/items/new", second)
+    plugin.add_route("/items/new", third, methods=["POST"])
+    assert plugin.match("GET", "/items/new") == (first, {"id": "new"}, [])
+    assert plugin.match("PUT", "/items/new") == (second, {}, [])
+    assert plugin.match("GET", "/items/7") == (first, {"id": "7"}, [])
+    assert plugin.match("POST", "/items/7") == (None, {}, ["GET"])
+    # A route added after the first match is seen.
+    plugin.add_route("/later", fourth, methods=["GET", "HEAD"])
+    assert plugin.match("GET", "/later") == (fourth, {}, [])
+    assert plugin.match("POST", "/later") == (None, {}, ["GET", "HEAD"])
+    assert plugin.match("GET", "/none") == (None, {}, [])
+
+
+def test_match_gathers_allowed_methods_of_every_matching_route() -> None:
+    plugin = Plugin("allowed")
+
+    async def handler(request: Any, response: Any) -> None: ...
+
+    plugin.add_route("/a", handler, methods=["GET"])
+    plugin.add_route("/{name}", handler, methods=["PUT"])
+    plugin.add_route("/a", handler, methods=["DELETE"])
+    assert plugin.match("POST", "/a") == (None, {}, ["DELETE", "GET", "PUT"])
+    assert plugin.match("PUT", "/a") == (handler, {"name": "a"}, [])
+    params = plugin.match("GET", "/a")[1]
+    params["x"] = "1"  # a handler may change its path_params: never shared
+    assert plugin.match("GET", "/a")[1] == {}

@@ -377,6 +377,10 @@ def test_larger_windows_are_granted_when_the_stream_opens() -> None:
     opener.receive(grants)
     sent = fill(opener, sid, CHUNK, 0)
     assert 4 * INITIAL_WINDOW <= sum(map(len, sent)) < 4 * INITIAL_WINDOW + CHUNK
+    # An OPEN with END: no request data follows, so the acceptor grants nothing.
+    opener.open(b"init", end=True)
+    flow(opener, acceptor)
+    assert acceptor.take_frames() == []
 
 
 @pytest.mark.parametrize(

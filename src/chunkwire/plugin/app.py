@@ -155,6 +155,10 @@ class Plugin:
         self.chunk_size = chunk_size
         self.mattermost_compat = mattermost_compat
         self.routes: list[Route] = []
+        # Routes without parameters by path, and the others, with their
+        # places in ``routes``; rebuilt when ``routes`` changes length.
+        self._index: tuple[list[Route], int, dict[str, list[tuple[int, Route]]],
+                           list[tuple[int, Route]]] | None = None
         self.websocket_routes: list[WebSocketRoute] = []
 
     def route(
@@ -181,19 +185,36 @@ class Plugin:
 
     def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], list[str]]:
         """(handler, path_params, allowed_methods); handler None means 404 or 405."""
+        index = self._index
+        routes = self.routes
+        if index is None or index[0] is not routes or index[1] != len(routes):
+            index = self._index = self._build_index()
+        candidates = index[2].get(path, ())
+        if index[3]:
+            # Parametric routes: in registration order among the exact ones.
+            matched = [item for item in index[3] if item[1].pattern.fullmatch(path)]
+            if matched:
+                candidates = sorted([*candidates, *matched], key=lambda item: item[0])
         allowed: set[str] = set()
-        path_found = False
-        for route in self.routes:
-            params = route.match(path)
-            if params is None:
-                continue
-            path_found = True
+        for _, route in candidates:
             if route.methods is None or method in route.methods:
-                return route.handler, params, []
+                return route.handler, (route.match(path) or {}) if route.param_names else {}, []
             allowed |= route.methods
-        if path_found:
+        if candidates:
             return None, {}, sorted(allowed)
         return None, {}, []
+
+    def _build_index(
+        self,
+    ) -> tuple[list[Route], int, dict[str, list[tuple[int, Route]]], list[tuple[int, Route]]]:
+        exact: dict[str, list[tuple[int, Route]]] = {}
+        parametric: list[tuple[int, Route]] = []
+        for place, route in enumerate(self.routes):
+            if route.param_names:
+                parametric.append((place, route))
+            else:
+                exact.setdefault(route.path, []).append((place, route))
+        return self.routes, len(self.routes), exact, parametric
 
     def websocket(
         self, path: str, *, max_message_size: int | None = None

@@ -165,9 +165,16 @@ async def run_handler(
     plugin: Plugin, request: Request, response: Response
 ) -> tuple[bool, Exception | None]:
     """Route the request and run its handler: (whether one ran, what it raised)."""
-    handler = await route(plugin, request, response)
+    handler = None
+    if request._path_error is None:
+        # The common case without awaiting ``route``: it only answers misses.
+        handler, params, _ = plugin.match(request.method, request.path)
+        if handler is not None:
+            request.path_params = params
     if handler is None:
-        return False, None
+        handler = await route(plugin, request, response)
+        if handler is None:
+            return False, None
     try:
         await handler(request, response)
     except asyncio.CancelledError:

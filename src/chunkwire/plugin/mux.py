@@ -155,14 +155,20 @@ class _Stream(CreditedStream):
                 self._waiter = None
 
     async def write(self, frame: bytes) -> None:
-        await self._wait_credit(_CLIENT_GONE)
-        complete = decode_response_frame(frame).complete
-        self._conn.proto.send_data(self.stream_id, frame, end=complete)
+        await self.write_frame(frame, decode_response_frame(frame).complete)
+
+    async def write_frame(self, frame: bytes, complete: bool) -> None:
+        """An encoded response message and its body_complete (Response's ``send_frame``)."""
+        proto = self._conn.proto
+        if not proto.can_send(self.stream_id):
+            await self._wait_credit(_CLIENT_GONE)
+        proto.send_data(self.stream_id, frame, end=complete)
         self._conn.sender.kick()
 
     async def write_body(self, body: memoryview, complete: bool, flush: bool) -> None:
         """A body frame the batch encodes from ``body`` itself (Response's ``send_body``)."""
-        await self._wait_credit(_CLIENT_GONE)
+        if not self._conn.proto.can_send(self.stream_id):
+            await self._wait_credit(_CLIENT_GONE)
         self._conn.proto.send_data(
             self.stream_id, ResponseBody(body, complete, flush), end=complete
         )
@@ -332,6 +338,7 @@ class _PluginConnection:
             plugin.chunk_size,
             high_water_mark=plugin.high_water_mark,
             send_body=stream.write_body if self.encodes_bodies else None,
+            send_frame=stream.write_frame,
         )
         stream.response = response
         response._delivery_hook = functools.partial(self._watch_delivery, response)

@@ -231,18 +231,18 @@ class Request:
     """
 
     __slots__ = (
+        "_context",
         "_headers",
         "_path_error",
+        "_query",
         "body",
         "content_length",
-        "context",
         "host",
         "init",
         "method",
         "path",
         "path_params",
         "proto",
-        "query",
         "query_string",
         "raw_path",
         "remote_addr",
@@ -267,16 +267,14 @@ class Request:
             self.path = raw_path
             self._path_error = exc
         self.query_string: str = query
-        self.query: MultiDict[str] = (
-            MultiDict(parse_qsl(query, keep_blank_values=True)) if query else MultiDict()
-        )
+        self._query: MultiDict[str] | None = None
         self.host: str = init.host
         self.remote_addr: str = init.remote_addr
         self.request_uri: str = init.request_uri
         self.proto: str = init.proto
         self._headers: CIMultiDict[str] | None = None
         self.content_length: int | None = init.content_length if init.content_length >= 0 else None
-        self.context: http_pb2.PluginContext = init.plugin_context
+        self._context: http_pb2.PluginContext | None = None
         self.path_params: dict[str, str] = {}
         self.body: RequestBody = body
 
@@ -291,6 +289,32 @@ class Request:
     @headers.setter
     def headers(self, value: CIMultiDict[str]) -> None:
         self._headers = value
+
+    @property
+    def query(self) -> MultiDict[str]:
+        # Parsed on first use, as the headers are.
+        query = self._query
+        if query is None:
+            string = self.query_string
+            query = self._query = (
+                MultiDict(parse_qsl(string, keep_blank_values=True)) if string else MultiDict()
+            )
+        return query
+
+    @query.setter
+    def query(self, value: MultiDict[str]) -> None:
+        self._query = value
+
+    @property
+    def context(self) -> http_pb2.PluginContext:
+        context = self._context
+        if context is None:
+            context = self._context = self.init.plugin_context
+        return context
+
+    @context.setter
+    def context(self, value: http_pb2.PluginContext) -> None:
+        self._context = value
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url}>"

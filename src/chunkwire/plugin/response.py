@@ -18,21 +18,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import contextmanager
 from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .._core import Chunker, encode_response_frame
-from .._proto import http_pb2
-from .._wire import group_headers, with_init
+from .._core import Chunker, SmallWriter, encode_response_frame, encode_response_init
+from .._wire import group_headers
 from ..errors import ClientDisconnected, HeadersAlreadySent, ResponseAborted
 
 SendMessage = Callable[[bytes], Any]
 # (body, complete, flush): one body message the transport encodes itself,
 # straight from ``body`` (immutable bytes, never copied here).
 SendBody = Callable[[memoryview, bool, bool], Any]
+# (frame, complete): an encoded message, and whether it is the last one.
+SendFrame = Callable[[bytes, bool], Any]
 
 DEFAULT_HIGH_WATER_MARK = 65536
 
@@ -112,8 +120,13 @@ class Finished:
         return f"<Finished done={self.done()}>"
 
 
-class Response:
+class Response(SmallWriter):
     """Status, headers and a streamed body, with Node-like stream semantics.
+
+    ``await write(data, flush=False)`` appends bytes-like ``data`` (bytes,
+    bytearray, memoryview, numpy array) and returns once fewer than
+    ``high_water_mark`` bytes are buffered; the caller's buffer may be
+    reused then. Inside ``cork()`` it never waits.
 
     The first ``write()`` (of any kind, even empty), ``flush()`` or
     ``end()`` fixes ``status`` and ``headers``, as Go's ResponseWriter and
@@ -157,9 +170,9 @@ class Response:
         "_overflow",
         "_overflow_bytes",
         "_pumping",
-        "_ring",
         "_send",
         "_send_body",
+        "_send_frame",
         "_sent",
         "_settled",
         "_status",
@@ -177,9 +190,12 @@ class Response:
         *,
         high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
         send_body: SendBody | None = None,
+        send_frame: SendFrame | None = None,
     ) -> None:
         self._send = send
         self._send_body = send_body
+        # Instead of ``send``, for a transport that wants to know the last frame.
+        self._send_frame = send_frame
         self._chunk_size = chunk_size
         # Two chunks: one filling, one ready; the overflow holds the rest.
         self._ring = Chunker(chunk_size, capacity if capacity is not None else 2 * chunk_size)
@@ -190,6 +206,9 @@ class Response:
         self._head_off = 0  # bytes of overflow[0] already taken
         self._borrowed = False
         self._inflight = 0
+        # Bytes the next writes may put in the ring with nothing else to do
+        # (see ``write``): 0 whenever anything but such a write changed state.
+        self._room = 0
         self._hwm = self._check_mark(high_water_mark)
         self._status = 200
         self._headers: CIMultiDict[str] | CIMultiDictProxy[str] = CIMultiDict()
@@ -278,6 +297,7 @@ class Response:
     @high_water_mark.setter
     def high_water_mark(self, value: int) -> None:
         self._hwm = self._check_mark(value)
+        self._room = 0
         self._wake()
 
     @property
@@ -359,6 +379,7 @@ class Response:
         return fresh
 
     def _accept(self, data: Any, copy: bool) -> None:
+        self._room = 0
         if type(data) is bytes:
             view: Any = data
             size = len(data)
@@ -410,6 +431,7 @@ class Response:
         if not self._borrowed:
             return
         self._borrowed = False
+        self._room = 0
         overflow = self._overflow
         for i in range(len(overflow)):
             item = overflow[i]
@@ -425,6 +447,7 @@ class Response:
                 overflow[i] = bytes(item)
 
     def _mark_flush(self) -> None:
+        self._room = 0
         self._flush_requested = True
         if self._overflow or not self._ring.pending:
             self._overflow.append(_FLUSH)
@@ -504,13 +527,11 @@ class Response:
     # -- sending -----------------------------------------------------------------
 
     def _init_message(self) -> bytes:
-        init = http_pb2.ServeHTTPResponseInit(status_code=self._status)
-        add = init.headers.add  # in place: no HTTPHeader objects built to be copied
-        for key, values in group_headers(self._headers.items()):
-            add(key=key, values=values)
-        return with_init(init.SerializeToString())
+        headers = self._headers
+        return encode_response_init(self._status, group_headers(headers.items()) if headers else ())
 
     def _fail(self, error: BaseException) -> None:
+        self._room = 0
         if self._error is None:
             self._error = error
         self._wake()
@@ -540,6 +561,8 @@ class Response:
             if type(frame) is _Body:
                 assert self._send_body is not None
                 await self._send_body(frame.body, frame.complete, frame.flush)
+            elif self._send_frame is not None:
+                await self._send_frame(frame, complete)
             else:
                 await self._send(frame)
         except ClientDisconnected as exc:
@@ -637,13 +660,35 @@ class Response:
 
     # -- the public stream API ---------------------------------------------------
 
-    async def write(self, data: Any, flush: bool = False) -> None:
-        """Append bytes-like ``data`` (bytes, bytearray, memoryview, numpy array).
+    # ``write`` (SmallWriter's): small writes (token streaming) while no
+    # frame is due and the mark is far only land in the ring, and return an
+    # awaitable that is already done. ``_room`` is what is left of that,
+    # fixed by the last full write (``_write``) and zeroed by anything else
+    # that changes the response (a flush, an end, an error, overflow).
 
-        Returns once fewer than ``high_water_mark`` bytes are buffered. The
-        caller's buffer may be reused once this returns. Inside ``cork()``
-        it never waits. The first write fixes status and headers.
-        """
+    def _grant_room(self) -> None:
+        """Set ``_room``: the bytes below the chunk size, the mark and the ring's free space."""
+        ring = self._ring
+        if (
+            self._error is None
+            and not self._ending
+            and not self._overflow
+            and not self._flush_requested
+            and self._locked
+        ):
+            pending = ring.pending
+            room = min(
+                ring.free + 1,
+                self._chunk_size - pending,
+                self._hwm - pending - self._inflight,
+            )
+            self._room = room if room > 0 else 0
+        else:
+            self._room = 0
+
+    async def _write(self, data: Any, flush: bool) -> None:
+        """The whole of ``write``: what its fast path leaves here."""
+        self._room = 0
         ring = self._ring
         if (
             type(data) is bytes
@@ -661,6 +706,7 @@ class Response:
             if not flush and not self._flush_requested:
                 pending = ring.pending
                 if pending < self._chunk_size and pending + self._inflight < self._hwm:
+                    self._grant_room()
                     return
         else:
             self._check_write()
@@ -677,6 +723,7 @@ class Response:
                 self._kick()
         finally:
             self._release_borrowed()
+        self._grant_room()
 
     def write_nowait(self, data: Any) -> bool:
         """Take ``data`` now (copied); False once ``high_water_mark`` is reached.
@@ -715,9 +762,11 @@ class Response:
         if self._ending:
             raise RuntimeError("response already ended")
         self._cork += 1
+        self._room = 0
         try:
             yield self
         finally:
+            self._room = 0
             if self._cork:
                 self._cork -= 1
                 if not self._cork and self._error is None and not self._ending:
@@ -743,6 +792,7 @@ class Response:
         if data is not None:
             self._accept(data, copy=False)
         self._ending = True
+        self._room = 0
         self._cork = 0
         try:
             await self._send_ready(final=True)
@@ -762,6 +812,7 @@ class Response:
         error.__cause__ = exc
         self._aborted = error
         self._ending = True
+        self._room = 0
         self._cork = 0
         self._ring = Chunker(self._chunk_size, self._ring.capacity)
         self._overflow.clear()
@@ -818,6 +869,7 @@ class Response:
             self._task.cancel()  # not inside a gRPC write: nothing was sent yet
             self._task = None
         self._ring = Chunker(self._chunk_size, self._ring.capacity)
+        self._room = 0
         self._overflow.clear()
         self._overflow_bytes = 0
         self._head_off = 0

@@ -491,7 +491,8 @@ class Connection:
         self.streams[stream_id] = _Stream(
             State.HALF_CLOSED_REMOTE if end else State.OPEN, self.window, session
         )
-        self._grow_window(stream_id)
+        if not end:  # after END no request data comes: no window to grow
+            self._grow_window(stream_id)
         events.append(StreamOpened(stream_id, payload, end, session))
 
     def _on_data(self, stream_id: int, value: int, payload: Any, events: list[Event]) -> None:
