@@ -1389,23 +1389,6 @@ cdef class RingReader(_RingEnd):
 # -- response init -----------------------------------------------------------------
 
 
-cdef inline size_t _varint_len(uint64_t value) noexcept:
-    cdef size_t n = 1
-    while value > 0x7F:
-        value >>= 7
-        n += 1
-    return n
-
-
-cdef inline unsigned char *_put_varint(unsigned char *p, uint64_t value) noexcept:
-    while value > 0x7F:
-        p[0] = <unsigned char>((value & 0x7F) | 0x80)
-        p += 1
-        value >>= 7
-    p[0] = <unsigned char>value
-    return p + 1
-
-
 def encode_response_init(status, headers):
     """Protobuf bytes of ServeHTTPResponse{init=ServeHTTPResponseInit{status_code, headers}}."""
     code = _index(status)
@@ -1422,22 +1405,22 @@ def encode_response_init(status, headers):
     cdef list sizes = []
     cdef list vals
     if ucode:
-        init_size += 1 + _varint_len(ucode)
+        init_size += 1 + <size_t>_varint_size(ucode)
     for key, values in headers:
         if not isinstance(key, str):
             raise TypeError(f"header key must be str, not {type(key).__name__!r}")
         PyUnicode_AsUTF8AndSize(key, &key_len)
-        header_size = 1 + _varint_len(<uint64_t>key_len) + <size_t>key_len if key_len else 0
+        header_size = 1 + <size_t>_varint_size(<uint64_t>key_len) + <size_t>key_len if key_len else 0
         vals = list(values)
         for value in vals:
             if not isinstance(value, bytes):
                 raise TypeError(f"header value must be bytes, not {type(value).__name__!r}")
             value_len = PyBytes_GET_SIZE(value)
-            header_size += 1 + _varint_len(<uint64_t>value_len) + <size_t>value_len
-        init_size += 1 + _varint_len(<uint64_t>header_size) + header_size
+            header_size += 1 + <size_t>_varint_size(<uint64_t>value_len) + <size_t>value_len
+        init_size += 1 + <size_t>_varint_size(<uint64_t>header_size) + header_size
         grouped.append((key, vals))
         sizes.append(header_size)
-    total = 1 + _varint_len(<uint64_t>init_size) + init_size
+    total = 1 + <size_t>_varint_size(<uint64_t>init_size) + init_size
     out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
     p = <unsigned char *>PyBytes_AS_STRING(out)
     p[0] = 0x0A
