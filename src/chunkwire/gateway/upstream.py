@@ -96,6 +96,19 @@ def mux_window(chunk_size: int) -> int:
     return flow_window(chunk_size)
 
 
+def lane_window(chunk_size: int) -> int:
+    """Credit per stream on a same-host lane: two mux windows (2 MiB at 64 KiB chunks).
+
+    A lane download moves one window per record each way, so the plugin
+    idles while the gateway turns a window into credit. Measured with 512
+    MiB downloads, 64 KiB chunks (load 2.3): 1 MiB windows 870-1150 MB/s,
+    2 MiB 1050-1400, 4 MiB 1300-1530, at gateway peak RSS 62, 65 and 71
+    MiB; two windows keep a download-heavy gateway well inside 64 MiB plus
+    the ring.
+    """
+    return 2 * mux_window(chunk_size)
+
+
 def mux_channel_options(
     chunk_size: int, max_response_head: int = DEFAULT_MAX_RESPONSE_HEAD
 ) -> list[tuple[str, Any]]:
@@ -191,7 +204,7 @@ class Upstream:
         lane_record = max(BATCH_LIMIT, chunk_size + max_response_head) + 2 * _FRAMING
         self._lane_pool = MuxPool(
             None,
-            window=mux_window(chunk_size),  # the same credit as on mux
+            window=lane_window(chunk_size),
             size=mux_connections,
             batch_limit=self._batch_limit,
             carrier_factory=lambda: LaneCarrier(plugin_id, self._lane_path, lane_record, lane),
