@@ -41,6 +41,7 @@ import os
 import secrets
 import socket
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -320,55 +321,163 @@ class Rings:
                 ring.close()
 
 
+class _Records(asyncio.Protocol):
+    """The lane socket's protocol: records are cut out of the bytes as they
+    arrive, in the loop's own callback, and wait in a queue for ``read()``;
+    a reader that finds one queued gets it without a task switch. Reading
+    pauses while more than ``limit`` bytes wait."""
+
+    def __init__(self, max_record: int) -> None:
+        self.max_record = max_record
+        self.limit = 2 * max_record + 2 * PREFIX.size
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._records: deque[bytes] = deque()
+        self._queued = 0  # bytes in _records
+        self._error: BaseException | None = None  # raised once the queue is empty
+        self._eof = False
+        self._lost = False
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        buffer = self._buffer
+        buffer += data
+        size_of = PREFIX.unpack_from
+        pos = 0
+        end = len(buffer)
+        with memoryview(buffer) as view:
+            while end - pos >= PREFIX.size:
+                (size,) = size_of(buffer, pos)
+                if size > self.max_record:
+                    self._error = LaneError(
+                        f"record of {size} bytes is larger than the limit of {self.max_record}"
+                    )
+                    break
+                if end - pos - PREFIX.size < size:
+                    break
+                start = pos + PREFIX.size
+                self._records.append(bytes(view[start : start + size]))
+                self._queued += size
+                pos = start + size
+        del buffer[:pos]
+        if self._error is not None:
+            buffer.clear()
+        if not self._paused and self._queued + len(buffer) > self.limit:
+            self._paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return True  # the write side stays open, as a stream's does
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._eof = True
+        if exc is not None and self._error is None:
+            self._error = exc
+        self._wake()
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes | None:
+        while True:
+            records = self._records
+            if records:
+                record = records.popleft()
+                self._queued -= len(record)
+                if self._paused and self._queued + len(self._buffer) <= self.limit // 2:
+                    self._paused = False
+                    if not self._lost:
+                        assert self.transport is not None
+                        self.transport.resume_reading()
+                return record
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                got = len(self._buffer)
+                if not got:
+                    return None
+                if got < PREFIX.size:
+                    raise LaneError(f"truncated length prefix ({got} of {PREFIX.size} bytes)")
+                (size,) = PREFIX.unpack_from(self._buffer)
+                raise LaneError(f"truncated record ({got - PREFIX.size} of {size} bytes)")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def write(self, record: bytes) -> None:
+        if self._lost:
+            raise ConnectionResetError("Connection lost")
+        transport = self.transport
+        assert transport is not None
+        transport.writelines((PREFIX.pack(len(record)), record))
+        while self._write_paused and not self._lost:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+        if self._lost:
+            raise ConnectionResetError("Connection lost")
+
+
 class LaneLink:
     """Length-prefixed records on a connected unix stream socket, and the lane's rings."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        max_record: int,
-        rings: Rings,
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, records: _Records, max_record: int, rings: Rings) -> None:
+        self._records = records
         self.max_record = max_record
         self.rings = rings
 
     @classmethod
     async def over(cls, sock: socket.socket, max_record: int, rings: Rings) -> LaneLink:
+        records = _Records(max_record)
         try:
-            reader, writer = await asyncio.open_unix_connection(sock=sock)
+            await asyncio.get_running_loop().create_unix_connection(lambda: records, sock=sock)
         except BaseException:
             rings.close()
             raise
-        return cls(reader, writer, max_record, rings)
+        return cls(records, max_record, rings)
 
     async def read(self) -> bytes | None:
         """The next record; None at a clean end (between records); LaneError otherwise."""
-        try:
-            head = await self._reader.readexactly(PREFIX.size)
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                return None
-            raise LaneError(
-                f"truncated length prefix ({len(exc.partial)} of {PREFIX.size} bytes)"
-            ) from None
-        (size,) = PREFIX.unpack(head)
-        if size > self.max_record:
-            raise LaneError(f"record of {size} bytes is larger than the limit of {self.max_record}")
-        try:
-            return await self._reader.readexactly(size)
-        except asyncio.IncompleteReadError as exc:
-            raise LaneError(f"truncated record ({len(exc.partial)} of {size} bytes)") from None
+        return await self._records.read()
 
     async def write(self, record: bytes) -> None:
-        writer = self._writer
-        writer.writelines((PREFIX.pack(len(record)), record))
-        await writer.drain()
+        await self._records.write(record)
 
     def close(self) -> None:
-        self._writer.close()
+        transport = self._records.transport
+        if transport is not None:
+            transport.close()
         self.rings.close()
 
 
