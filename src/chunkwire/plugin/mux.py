@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -57,6 +57,14 @@ log = logging.getLogger("chunkwire.plugin")
 _EOF = object()  # the request messages of a closed stream have ended
 _CLOSED = object()  # the gateway ended the connection
 _CLIENT_GONE = "the client went away; the response cannot be sent"
+
+
+class _Sent:
+    __slots__ = ()
+    __await__ = ().__iter__  # type: ignore[assignment]  # an empty iterator: done at once
+
+
+_SENT = _Sent()  # what write_frame and write_body return once the frame is queued
 
 
 class _Stream(CreditedStream):
@@ -181,21 +189,31 @@ class _Stream(CreditedStream):
     async def write(self, frame: bytes) -> None:
         await self.write_frame(frame, decode_response_frame(frame).complete)
 
-    async def write_frame(self, frame: bytes, complete: bool) -> None:
+    # write_frame and write_body queue the frame at once when the stream has
+    # credit (the common case) and return an awaitable that is already done;
+    # otherwise the returned coroutine waits for credit first.
+
+    def write_frame(self, frame: bytes, complete: bool) -> Awaitable[None]:
         """An encoded response message and its body_complete (Response's ``send_frame``)."""
         proto = self._conn.proto
         if not proto.can_send(self.stream_id):
-            await self._wait_credit(_CLIENT_GONE)
+            return self._send_later(frame, complete)
         proto.send_data(self.stream_id, frame, end=complete)
         self._conn.sender.kick()
+        return _SENT
 
-    async def write_body(self, body: memoryview, complete: bool, flush: bool) -> None:
+    def write_body(self, body: memoryview, complete: bool, flush: bool) -> Awaitable[None]:
         """A body frame the batch encodes from ``body`` itself (Response's ``send_body``)."""
-        if not self._conn.proto.can_send(self.stream_id):
-            await self._wait_credit(_CLIENT_GONE)
-        self._conn.proto.send_data(
-            self.stream_id, ResponseBody(body, complete, flush), end=complete
-        )
+        proto = self._conn.proto
+        if not proto.can_send(self.stream_id):
+            return self._send_later(ResponseBody(body, complete, flush), complete)
+        proto.send_data(self.stream_id, ResponseBody(body, complete, flush), end=complete)
+        self._conn.sender.kick()
+        return _SENT
+
+    async def _send_later(self, payload: bytes | ResponseBody, complete: bool) -> None:
+        await self._wait_credit(_CLIENT_GONE)
+        self._conn.proto.send_data(self.stream_id, payload, end=complete)
         self._conn.sender.kick()
 
     async def ask_for_body(self) -> None:
@@ -371,7 +389,8 @@ class _PluginConnection:
         )
         stream.response = response
         response._delivery_hook = stream.watch_delivery
-        content_length = init.content_length if init.content_length >= 0 else None
+        length = init.content_length
+        content_length = length if length >= 0 else None
         # A complete body is never asked for (RequestBody ignores ``ask``).
         ask = stream.ask_for_body if not complete and expects_continue(init) else None
         body = RequestBody(
