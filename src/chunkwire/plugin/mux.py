@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("chunkwire.plugin")
 
 _EOF = object()  # the request messages of a closed stream have ended
+_READ_EOF = grpc.aio.EOF  # what the context's read() returns at the end
 _CLOSED = object()  # the gateway ended the connection
 _CLIENT_GONE = "the client went away; the response cannot be sent"
 
@@ -253,11 +254,13 @@ class _PluginConnection:
         self.sender.start()
         self.sender.kick()  # a larger connection window, if any
         reason = "the gateway closed the connection"
+        read = self.context.read
+        sender = self.sender
         try:
             while True:
                 # The batch is applied in a call of its own: nothing here
                 # holds it (or its frames) while the next read waits.
-                error = self._apply(await self.context.read())
+                error = self._apply(await read())
                 if error is _CLOSED:
                     break
                 if error is not None:
@@ -267,7 +270,7 @@ class _PluginConnection:
                     await self._end(reason)
                     await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:200])
                     return
-                if self.sender.done and self.sender.failed is not None:
+                if sender.failed is not None and sender.done:
                     reason = "the connection broke"
                     break
         except asyncio.CancelledError:
@@ -279,7 +282,7 @@ class _PluginConnection:
 
     def _apply(self, data: Any) -> object:
         """One received batch: None, _CLOSED at the end, or the error that fails the connection."""
-        if data is grpc.aio.EOF:
+        if data is _READ_EOF:
             return _CLOSED
         try:
             events = self.proto.receive(self._decode(data))
