@@ -225,3 +225,47 @@ def test_query_and_context_are_read_once_and_keep_changes() -> None:
     empty = _request("/b")
     assert len(empty.query) == 0 and empty.query is empty.query
     assert empty.query_string == ""
+
+
+def test_informative_fields_come_from_the_init_and_keep_changes() -> None:
+    init = http_pb2.ServeHTTPRequestInit(
+        method="GET",
+        url="http://h.example/plugins/p/a?x=1",
+        request_uri="/a?x=1",
+        host="h.example",
+        remote_addr="10.0.0.1:4321",
+        proto="HTTP/1.1",
+    )
+
+    async def no_more() -> object:
+        raise AssertionError("no body expected")
+
+    request = Request(init, RequestBody(memoryview(b""), True, no_more, object()))
+    assert (request.url, request.host, request.remote_addr, request.proto) == (
+        "http://h.example/plugins/p/a?x=1",
+        "h.example",
+        "10.0.0.1:4321",
+        "HTTP/1.1",
+    )
+    assert request.request_uri == "/a?x=1" and request.path == "/a"
+    request.url = "http://other/"
+    request.host = ""
+    request.remote_addr = "x"
+    request.proto = "HTTP/2"
+    assert (request.url, request.host, request.remote_addr, request.proto) == (
+        "http://other/",
+        "",
+        "x",
+        "HTTP/2",
+    )
+    assert repr(request) == "<Request GET http://other/>"
+    # Without a request_uri, the path comes from the url (read once, kept).
+    fallback = _request("")
+    fallback.init.url = "http://h/b/c?q=2"
+    fallback = Request(fallback.init, fallback.body)
+    assert (fallback.path, fallback.query_string, fallback.url) == (
+        "/b/c",
+        "q=2",
+        "http://h/b/c?q=2",
+    )
+    assert _request("/z").url == ""

@@ -161,16 +161,24 @@ async def route(plugin: Plugin, request: Request, response: Response) -> Any:
     return handler
 
 
+def matched(plugin: Plugin, request: Request) -> Any:
+    """The request's handler (``path_params`` set), or None: then ``route`` answers.
+
+    The common case without awaiting ``route``: it only answers misses.
+    """
+    if request._path_error is None:
+        handler, params, _ = plugin.match(request.method, request.path)
+        if handler is not None:
+            request.path_params = params
+            return handler
+    return None
+
+
 async def run_handler(
     plugin: Plugin, request: Request, response: Response
 ) -> tuple[bool, Exception | None]:
     """Route the request and run its handler: (whether one ran, what it raised)."""
-    handler = None
-    if request._path_error is None:
-        # The common case without awaiting ``route``: it only answers misses.
-        handler, params, _ = plugin.match(request.method, request.path)
-        if handler is not None:
-            request.path_params = params
+    handler = matched(plugin, request)
     if handler is None:
         handler = await route(plugin, request, response)
         if handler is None:

@@ -11,9 +11,9 @@ explicit here: RESET cancels the handler, DELIVERED resolves
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -40,7 +40,8 @@ from .handling import (
     checked_init,
     expects_continue,
     failed_mid_response,
-    run_handler,
+    matched,
+    route,
 )
 from .request import Request, RequestBody
 from .response import Response
@@ -54,8 +55,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("chunkwire.plugin")
 
 _EOF = object()  # the request messages of a closed stream have ended
+_READ_EOF = grpc.aio.EOF  # what the context's read() returns at the end
 _CLOSED = object()  # the gateway ended the connection
 _CLIENT_GONE = "the client went away; the response cannot be sent"
+
+
+class _Sent:
+    __slots__ = ()
+    __await__ = ().__iter__  # type: ignore[assignment]  # an empty iterator: done at once
+
+
+_SENT = _Sent()  # what write_frame and write_body return once the frame is queued
 
 
 class _Stream(CreditedStream):
@@ -113,6 +123,29 @@ class _Stream(CreditedStream):
         if credit is not None and not credit.done():
             credit.set_result(None)
 
+    def watch_delivery(self) -> None:
+        """The response's delivery hook: bound ``await response.finished``
+        by the plugin's finish_timeout.
+
+        Armed only once someone awaits it (Response calls this hook when the
+        response is complete and wanted): no timer per request otherwise.
+        The stream lets go of the hook when it closes.
+        """
+        response = self.response
+        if response is None:
+            return
+        future = response._finished_future()
+        if future.done() or response._delivery_hook is None:
+            return
+        response._delivery_hook = None
+        timeout = self._conn.plugin.finish_timeout
+        timer = self._conn.loop.call_later(
+            timeout,
+            response._resolve,
+            TimeoutError(f"no delivery acknowledgement within {timeout:g} s"),
+        )
+        future.add_done_callback(lambda _: timer.cancel())
+
     def credit(self) -> None:
         credit = self._credit
         if credit is not None and not credit.done():
@@ -157,21 +190,31 @@ class _Stream(CreditedStream):
     async def write(self, frame: bytes) -> None:
         await self.write_frame(frame, decode_response_frame(frame).complete)
 
-    async def write_frame(self, frame: bytes, complete: bool) -> None:
+    # write_frame and write_body queue the frame at once when the stream has
+    # credit (the common case) and return an awaitable that is already done;
+    # otherwise the returned coroutine waits for credit first.
+
+    def write_frame(self, frame: bytes, complete: bool) -> Awaitable[None]:
         """An encoded response message and its body_complete (Response's ``send_frame``)."""
         proto = self._conn.proto
         if not proto.can_send(self.stream_id):
-            await self._wait_credit(_CLIENT_GONE)
+            return self._send_later(frame, complete)
         proto.send_data(self.stream_id, frame, end=complete)
         self._conn.sender.kick()
+        return _SENT
 
-    async def write_body(self, body: memoryview, complete: bool, flush: bool) -> None:
+    def write_body(self, body: memoryview, complete: bool, flush: bool) -> Awaitable[None]:
         """A body frame the batch encodes from ``body`` itself (Response's ``send_body``)."""
-        if not self._conn.proto.can_send(self.stream_id):
-            await self._wait_credit(_CLIENT_GONE)
-        self._conn.proto.send_data(
-            self.stream_id, ResponseBody(body, complete, flush), end=complete
-        )
+        proto = self._conn.proto
+        if not proto.can_send(self.stream_id):
+            return self._send_later(ResponseBody(body, complete, flush), complete)
+        proto.send_data(self.stream_id, ResponseBody(body, complete, flush), end=complete)
+        self._conn.sender.kick()
+        return _SENT
+
+    async def _send_later(self, payload: bytes | ResponseBody, complete: bool) -> None:
+        await self._wait_credit(_CLIENT_GONE)
+        self._conn.proto.send_data(self.stream_id, payload, end=complete)
         self._conn.sender.kick()
 
     async def ask_for_body(self) -> None:
@@ -200,6 +243,7 @@ class _PluginConnection:
         self.encodes_bodies = make_sender is None or getattr(context, "takes_bodies", False)
         self._decode = getattr(context, "decode", decode_batch)
         self.streams: dict[int, _Stream] = {}
+        self.loop = asyncio.get_running_loop()
 
     def consumed(self, stream_id: int, size: int) -> None:
         self.proto.consumed(stream_id, size)
@@ -210,11 +254,13 @@ class _PluginConnection:
         self.sender.start()
         self.sender.kick()  # a larger connection window, if any
         reason = "the gateway closed the connection"
+        read = self.context.read
+        sender = self.sender
         try:
             while True:
                 # The batch is applied in a call of its own: nothing here
                 # holds it (or its frames) while the next read waits.
-                error = self._apply(await self.context.read())
+                error = self._apply(await read())
                 if error is _CLOSED:
                     break
                 if error is not None:
@@ -224,7 +270,7 @@ class _PluginConnection:
                     await self._end(reason)
                     await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:200])
                     return
-                if self.sender.done and self.sender.failed is not None:
+                if sender.failed is not None and sender.done:
                     reason = "the connection broke"
                     break
         except asyncio.CancelledError:
@@ -236,14 +282,17 @@ class _PluginConnection:
 
     def _apply(self, data: Any) -> object:
         """One received batch: None, _CLOSED at the end, or the error that fails the connection."""
-        if data is grpc.aio.EOF:
+        if data is _READ_EOF:
             return _CLOSED
         try:
             events = self.proto.receive(self._decode(data))
         except (FrameError, MuxError) as exc:
             return exc
+        handlers = _HANDLERS
         for event in events:
-            self._dispatch(event)
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(self, event)
         if self.proto.has_frames:
             self.sender.kick()
         return None
@@ -258,33 +307,36 @@ class _PluginConnection:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.sender.close()
 
-    def _dispatch(self, event: Any) -> None:
-        if isinstance(event, DataReceived):
+    def _on_data(self, event: DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.received(event.payload)
+        else:
+            self.proto.consumed(event.stream_id, len(event.payload))
+
+    def _on_credit(self, event: CreditAvailable) -> None:
+        if event.stream_id == 0:
+            for stream in self.streams.values():
+                stream.credit()
+        else:
             stream = self.streams.get(event.stream_id)
             if stream is not None:
-                stream.received(event.payload)
-            else:
-                self.proto.consumed(event.stream_id, len(event.payload))
-        elif isinstance(event, CreditAvailable):
-            if event.stream_id == 0:
-                for stream in self.streams.values():
-                    stream.credit()
-            else:
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream.credit()
-        elif isinstance(event, StreamOpened):
-            if event.websocket:
-                self._open_session(event.stream_id, event.payload)
-            else:
-                self._open(event.stream_id, event.payload, event.end)
-        elif isinstance(event, StreamDelivered):
-            stream = self._forget(event.stream_id)
-            if stream is not None:
-                stream.closed(None)
-        elif isinstance(event, StreamReset):
-            reason = event.reason or ResetCode(event.code).name.lower()
-            self._closed(event.stream_id, ClientDisconnected(f"the client went away ({reason})"))
+                stream.credit()
+
+    def _on_open(self, event: StreamOpened) -> None:
+        if event.websocket:
+            self._open_session(event.stream_id, event.payload)
+        else:
+            self._open(event.stream_id, event.payload, event.end)
+
+    def _on_delivered(self, event: StreamDelivered) -> None:
+        stream = self._forget(event.stream_id)
+        if stream is not None:
+            stream.closed(None)
+
+    def _on_reset(self, event: StreamReset) -> None:
+        reason = event.reason or ResetCode(event.code).name.lower()
+        self._closed(event.stream_id, ClientDisconnected(f"the client went away ({reason})"))
 
     def _forget(self, stream_id: int) -> _Stream | None:
         # A request counts as active until its stream closes (delivered or
@@ -316,9 +368,7 @@ class _PluginConnection:
         stream = _Stream(self, stream_id)
         self.streams[stream_id] = stream
         self.servicer.active += 1
-        stream.task = asyncio.get_running_loop().create_task(
-            self._serve(stream, init, frame.body, frame.complete)
-        )
+        stream.task = self.loop.create_task(self._serve(stream, init, frame.body, frame.complete))
 
     def _open_session(self, stream_id: int, payload: memoryview) -> None:
         session = open_session(self, stream_id, payload)
@@ -341,8 +391,9 @@ class _PluginConnection:
             send_frame=stream.write_frame,
         )
         stream.response = response
-        response._delivery_hook = functools.partial(self._watch_delivery, response)
-        content_length = init.content_length if init.content_length >= 0 else None
+        response._delivery_hook = stream.watch_delivery
+        length = init.content_length
+        content_length = length if length >= 0 else None
         # A complete body is never asked for (RequestBody ignores ``ask``).
         ask = stream.ask_for_body if not complete and expects_continue(init) else None
         body = RequestBody(
@@ -356,7 +407,27 @@ class _PluginConnection:
         )
         request = Request(init, body)
         try:
-            await self._respond(stream, request, response)
+            # Routing and the handler run here, not in coroutines of their
+            # own (``run_handler``'s steps): one request, one coroutine.
+            handler = matched(plugin, request)
+            if handler is None:
+                handler = await route(plugin, request, response)
+            if handler is not None:
+                error = None
+                try:
+                    await handler(request, response)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = exc
+                if error is not None:
+                    await self._failed(stream, request, response, error)
+                elif stream.stream_id not in self.proto.streams:
+                    pass  # reset meanwhile (a handler that swallowed the cancellation)
+                elif response.aborted:
+                    self._reset_aborted(stream, response)
+                elif not response.complete:
+                    await response.end()
         except asyncio.CancelledError:
             response._resolve(ClientDisconnected("the client went away"))
         except ClientDisconnected as exc:
@@ -364,39 +435,6 @@ class _PluginConnection:
         finally:
             stream.task = None
             stream.drain()
-
-    def _watch_delivery(self, response: Response) -> None:
-        """Bound ``await response.finished`` by the plugin's finish_timeout.
-
-        Armed only once someone awaits it (Response calls this hook when the
-        response is complete and wanted): no timer per request otherwise.
-        """
-        future = response._finished_future()
-        if future.done() or response._delivery_hook is None:
-            return
-        response._delivery_hook = None
-        timeout = self.plugin.finish_timeout
-        timer = asyncio.get_running_loop().call_later(
-            timeout,
-            response._resolve,
-            TimeoutError(f"no delivery acknowledgement within {timeout:g} s"),
-        )
-        future.add_done_callback(lambda _: timer.cancel())
-
-    async def _respond(self, stream: _Stream, request: Request, response: Response) -> None:
-        ran, error = await run_handler(self.plugin, request, response)
-        if not ran:
-            return
-        if error is not None:
-            await self._failed(stream, request, response, error)
-            return
-        if stream.stream_id not in self.proto.streams:
-            return  # reset meanwhile (a handler that swallowed the cancellation)
-        if response.aborted:
-            self._reset_aborted(stream, response)
-            return
-        if not response.complete:
-            await response.end()
 
     def _reset(self, stream: _Stream, code: ResetCode, reason: str) -> None:
         if self.proto.reset(stream.stream_id, code, reason):
@@ -420,6 +458,17 @@ class _PluginConnection:
             self._reset(stream, ResetCode.INTERNAL, reason)
             return
         await answer_failure(request, response, exc)
+
+
+# The connection's handler of each event, by its exact class (the
+# protocol's own dataclasses); other events need nothing here.
+_HANDLERS: dict[type, Callable[[_PluginConnection, Any], None]] = {
+    DataReceived: _PluginConnection._on_data,
+    CreditAvailable: _PluginConnection._on_credit,
+    StreamOpened: _PluginConnection._on_open,
+    StreamDelivered: _PluginConnection._on_delivered,
+    StreamReset: _PluginConnection._on_reset,
+}
 
 
 class MuxServicer:

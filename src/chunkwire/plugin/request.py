@@ -216,6 +216,9 @@ class RequestBody:
         return b"".join(parts)
 
 
+_UNREAD = object()  # a field of the init not read yet
+
+
 class Request:
     """An HTTP request as the gateway forwarded it.
 
@@ -233,31 +236,36 @@ class Request:
     __slots__ = (
         "_context",
         "_headers",
+        "_host",
         "_path_error",
+        "_proto",
         "_query",
+        "_remote_addr",
+        "_url",
         "body",
         "content_length",
-        "host",
         "init",
         "method",
         "path",
         "path_params",
-        "proto",
         "query_string",
         "raw_path",
-        "remote_addr",
         "request_uri",
-        "url",
     )
 
     def __init__(self, init: http_pb2.ServeHTTPRequestInit, body: RequestBody) -> None:
+        # Each field of the init is read once (a read decodes a new str):
+        # what routing needs now, the informative ones on first use.
         self.init = init
         self.method: str = init.method.upper() or "GET"
-        self.url: str = init.url
-        if init.request_uri:
-            raw_path, query = split_target(init.request_uri)
+        self.request_uri: str = init.request_uri
+        self._url: object = _UNREAD
+        if self.request_uri:
+            raw_path, query = split_target(self.request_uri)
         else:
-            split = urlsplit(init.url or "/")
+            url = init.url
+            self._url = url
+            split = urlsplit(url or "/")
             raw_path, query = split.path or "/", split.query
         self.raw_path: str = raw_path
         self._path_error: BadPath | None = None
@@ -268,15 +276,61 @@ class Request:
             self._path_error = exc
         self.query_string: str = query
         self._query: MultiDict[str] | None = None
-        self.host: str = init.host
-        self.remote_addr: str = init.remote_addr
-        self.request_uri: str = init.request_uri
-        self.proto: str = init.proto
+        self._host: object = _UNREAD
+        self._remote_addr: object = _UNREAD
+        self._proto: object = _UNREAD
         self._headers: CIMultiDict[str] | None = None
-        self.content_length: int | None = init.content_length if init.content_length >= 0 else None
+        content_length = init.content_length
+        self.content_length: int | None = content_length if content_length >= 0 else None
         self._context: http_pb2.PluginContext | None = None
         self.path_params: dict[str, str] = {}
         self.body: RequestBody = body
+
+    # url, host, remote_addr, proto: read from the init on first use.
+
+    @property
+    def url(self) -> str:
+        url = self._url
+        if url is _UNREAD:
+            url = self._url = self.init.url
+        return url  # type: ignore[return-value]
+
+    @url.setter
+    def url(self, value: str) -> None:
+        self._url = value
+
+    @property
+    def host(self) -> str:
+        host = self._host
+        if host is _UNREAD:
+            host = self._host = self.init.host
+        return host  # type: ignore[return-value]
+
+    @host.setter
+    def host(self, value: str) -> None:
+        self._host = value
+
+    @property
+    def remote_addr(self) -> str:
+        remote_addr = self._remote_addr
+        if remote_addr is _UNREAD:
+            remote_addr = self._remote_addr = self.init.remote_addr
+        return remote_addr  # type: ignore[return-value]
+
+    @remote_addr.setter
+    def remote_addr(self, value: str) -> None:
+        self._remote_addr = value
+
+    @property
+    def proto(self) -> str:
+        proto = self._proto
+        if proto is _UNREAD:
+            proto = self._proto = self.init.proto
+        return proto  # type: ignore[return-value]
+
+    @proto.setter
+    def proto(self, value: str) -> None:
+        self._proto = value
 
     @property
     def headers(self) -> CIMultiDict[str]:

@@ -795,7 +795,23 @@ class Response(SmallWriter):
         self._room = 0
         self._cork = 0
         try:
-            await self._send_ready(final=True)
+            if self._pumping:
+                await self._send_ready(final=True)
+                return
+            # Nothing is being sent: the last frames are cut and sent here,
+            # as ``_send_ready(final=True)`` would through ``_pump`` (a
+            # final cut always yields a frame: the last is complete).
+            self._pumping = True
+            try:
+                while self._error is None and not self._complete:
+                    frame, size, complete = self._next_frame(True)  # type: ignore[misc]
+                    await self._emit(frame, size, complete)
+                    del frame  # freed before the next one is cut (heap reuse)
+            finally:
+                self._pumping = False
+                self._wake()
+            if self._error is not None:
+                raise self._error_copy()
         finally:
             self._release_borrowed()
 
