@@ -21,9 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import urllib.parse
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+import httptools
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from .types import WATCH_CLIENT
 
@@ -98,12 +108,163 @@ class CoalescingTransport:
         self._held = None
         self.transport.abort()
 
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
     def get_write_buffer_size(self) -> int:
         held = self._held
         return self.transport.get_write_buffer_size() + (len(held) if held is not None else 0)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
+
+
+# Header names seen before and found valid, as uvicorn writes them
+# (lowercased). Responses send the same few names again and again; the cache
+# stops growing at _MAX_NAMES (new names then cost the full check, never
+# memory).
+_NAMES: dict[bytes, bytes] = {}
+_MAX_NAMES = 1024
+# The names uvicorn's cycle acts on, beyond writing them.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+# The server's default headers (Date, Server; a new list every second), as
+# written, for the list they were written from.
+_defaults: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
+
+
+class GatewayCycle(RequestResponseCycle):
+    """uvicorn's request/response cycle with a cheaper ``send``.
+
+    The same checks and the same bytes on the wire as uvicorn's: every header
+    name must pass ``HEADER_RE`` and every value ``HEADER_VALUE_RE``, names
+    are lowercased, Content-Length, Transfer-Encoding and Connection frame
+    the response as uvicorn frames it. What changes is the cost: a name
+    already found valid is looked up instead of searched again, and the
+    server's default headers (the same list for a second) are checked and
+    joined once per list instead of once per response.
+    """
+
+    async def send(self, message: Any) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        if not self.response_started:
+            if message["type"] != "http.response.start":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
+                )
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            status_code = message["status"]
+            scope = self.scope
+            if self.access_log:
+                self.access_logger.info(
+                    '%s - "%s %s HTTP/%s" %d',
+                    get_client_addr(scope),  # type: ignore[arg-type]
+                    scope["method"],
+                    get_path_with_query_string(scope),  # type: ignore[arg-type]
+                    scope["http_version"],
+                    status_code,
+                )
+            content = [STATUS_LINE[status_code]]
+            close = self._add_defaults(content)
+            if self._add_headers(content, message.get("headers", ())):
+                close = True
+            if not self.keep_alive and not close:
+                content.append(b"connection: close\r\n")
+            if (
+                self.chunked_encoding is None
+                and scope["method"] != "HEAD"
+                and status_code not in (204, 304)
+            ):
+                # Neither content-length nor transfer-encoding specified
+                self.chunked_encoding = True
+                content.append(b"transfer-encoding: chunked\r\n")
+            content.append(b"\r\n")
+            self.transport.write(b"".join(content))
+        elif not self.response_complete:
+            if message["type"] != "http.response.body":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
+                )
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            if self.scope["method"] == "HEAD":
+                self.expected_content_length = 0
+            elif self.chunked_encoding:
+                chunk = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
+                if not more_body:
+                    chunk.append(b"0\r\n\r\n")
+                self.transport.write(b"".join(chunk))
+            else:
+                size = len(body)
+                if size > self.expected_content_length:
+                    raise RuntimeError("Response content longer than Content-Length")
+                self.expected_content_length -= size
+                self.transport.write(body)
+            if not more_body:
+                if self.expected_content_length != 0:
+                    raise RuntimeError("Response content shorter than Content-Length")
+                self.response_complete = True
+                self.message_event.set()
+                if not self.keep_alive:
+                    self.transport.close()
+                self.on_response()
+        else:
+            raise RuntimeError(
+                f"Unexpected ASGI message '{message['type']}' sent,"
+                " after response already completed."
+            )
+
+    def _add_defaults(self, content: list[bytes]) -> bool:
+        global _defaults
+        defaults = self.default_headers
+        cached, blob = _defaults
+        if cached is defaults:
+            content.append(blob)
+            return False
+        start = len(content)
+        close = self._add_headers(content, defaults)
+        if self.chunked_encoding is None and not close and not any(
+            bytes(name).lower() in _FRAMING for name, _ in defaults
+        ):
+            # Plain headers only (uvicorn's own): the same bytes every time.
+            _defaults = (defaults, b"".join(content[start:]))
+        return close
+
+    def _add_headers(self, content: list[bytes], headers: Any) -> bool:
+        """Check and append ``headers`` as uvicorn does; True if one says Connection: close."""
+        close = False
+        names = _NAMES
+        bad_value = HEADER_VALUE_RE.search
+        for raw_name, value in headers:
+            try:
+                name = names.get(raw_name)
+            except TypeError:  # a bytearray: checked every time
+                name = None
+            if name is None:
+                if HEADER_RE.search(raw_name):
+                    raise RuntimeError("Invalid HTTP header name.")
+                name = bytes(raw_name).lower()
+                if len(names) < _MAX_NAMES and type(raw_name) is bytes:
+                    names[raw_name] = name
+            if bad_value(value):
+                raise RuntimeError("Invalid HTTP header value.")
+            if name in _FRAMING:
+                if name == b"content-length":
+                    if self.chunked_encoding is None:
+                        self.expected_content_length = int(value.decode())
+                        self.chunked_encoding = False
+                elif name == b"transfer-encoding":
+                    if value.lower() == b"chunked":
+                        self.expected_content_length = 0
+                        self.chunked_encoding = True
+                elif b"close" in [token.lower().strip() for token in value.split(b",")]:
+                    self.keep_alive = False
+                    close = True
+            content += (name, b": ", value, b"\r\n")
+        return close
 
 
 def _plain(status: bytes, text: bytes) -> bytes:
@@ -304,14 +465,65 @@ def limited_http_protocol(
                 super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
+            # uvicorn's, with a GatewayCycle for the request and the
+            # WATCH_CLIENT extension in its scope.
             self._disarm()
-            if not self._refused:
-                super().on_headers_complete()
-                cycle = self.cycle
-                if cycle is not None and cycle.scope is self.scope:
-                    self.scope["extensions"] = {
-                        WATCH_CLIENT: functools.partial(self._watch_client, cycle)
-                    }
+            if self._refused:
+                return
+            parser = self.parser
+            scope = self.scope
+            http_version = parser.get_http_version()
+            scope["method"] = parser.get_method().decode("ascii")
+            if http_version != "1.1":
+                scope["http_version"] = http_version
+            if parser.should_upgrade() and self._should_upgrade():
+                return
+            parsed_url = httptools.parse_url(self.url)
+            raw_path = parsed_url.path
+            path = raw_path.decode("ascii")
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            root_path = self.root_path
+            if root_path:
+                scope["path"] = root_path + path
+                scope["raw_path"] = root_path.encode("ascii") + raw_path
+            else:
+                scope["path"] = path
+                scope["raw_path"] = raw_path
+            scope["query_string"] = parsed_url.query or b""
+
+            # Handle 503 responses when 'limit_concurrency' is exceeded.
+            limit = self.limit_concurrency
+            if limit is not None and (
+                len(self.connections) >= limit or len(self.tasks) >= limit
+            ):
+                app = service_unavailable
+                self.logger.warning("Exceeded concurrency limit.")
+            else:
+                app = self.app
+
+            existing_cycle = self.cycle
+            self.cycle = cycle = GatewayCycle(
+                scope=scope,  # type: ignore[arg-type]
+                transport=self.transport,
+                flow=self.flow,
+                logger=self.logger,
+                access_logger=self.access_logger,
+                access_log=self.access_log,
+                default_headers=self.server_state.default_headers,
+                message_event=asyncio.Event(),
+                expect_100_continue=self.expect_100_continue,
+                keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+                on_response=self.on_response_complete,
+            )
+            scope["extensions"] = {WATCH_CLIENT: functools.partial(self._watch_client, cycle)}
+            if existing_cycle is None or existing_cycle.response_complete:
+                # Standard case - start processing the request.
+                self._start_asgi_task(cycle, app)
+            else:
+                # Pipelined HTTP requests need to be queued up.
+                self.flow.pause_reading()
+                self.pipeline.appendleft((cycle, app))
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:
