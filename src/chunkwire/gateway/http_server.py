@@ -25,6 +25,7 @@ import urllib.parse
 from typing import Any
 
 import httptools
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
@@ -267,6 +268,35 @@ class GatewayCycle(RequestResponseCycle):
         return close
 
 
+def forwarded(trusted: Any, scope: dict[str, Any]) -> None:
+    """What uvicorn's ProxyHeadersMiddleware does to an HTTP request's scope.
+
+    The protocol applies it as the request's head completes and starts the
+    application the middleware wraps: the same scope, without a coroutine and
+    a call per request. ``trusted`` is the middleware's ``trusted_hosts``.
+    """
+    client = scope.get("client")
+    if (client[0] if client else None) not in trusted:
+        return
+    proto: bytes | None = None
+    forwarded_for: list[bytes] = []
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-proto":
+            proto = value
+        elif name == b"x-forwarded-for":
+            forwarded_for.append(value)
+    if proto is not None:
+        scheme = proto.decode("latin1").strip()
+        if scheme in {"http", "https", "ws", "wss"}:
+            scope["scheme"] = scheme
+    if forwarded_for:
+        host, port = trusted.get_trusted_client_address(
+            b", ".join(forwarded_for).decode("latin1")
+        )
+        if host:
+            scope["client"] = (host, port)
+
+
 def _plain(status: bytes, text: bytes) -> bytes:
     return b"".join(
         [
@@ -298,6 +328,17 @@ def limited_http_protocol(
         # (the WATCH_CLIENT extension); _lost once the connection is gone.
         _client_watch: tuple[RequestResponseCycle, Any] | None = None
         _lost = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # uvicorn's proxy headers middleware (on by default) is applied by
+            # on_headers_complete to HTTP requests (see ``forwarded``).
+            app = self.app
+            self._trusted = None
+            self._http_app = app
+            if type(app) is ProxyHeadersMiddleware:
+                self._trusted = app.trusted_hosts
+                self._http_app = app.app
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -500,7 +541,9 @@ def limited_http_protocol(
                 app = service_unavailable
                 self.logger.warning("Exceeded concurrency limit.")
             else:
-                app = self.app
+                app = self._http_app
+                if self._trusted is not None:
+                    forwarded(self._trusted, scope)
 
             existing_cycle = self.cycle
             self.cycle = cycle = GatewayCycle(
