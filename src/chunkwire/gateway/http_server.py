@@ -375,9 +375,23 @@ def limited_http_protocol(
 
         _linger_budget = _LINGER_BYTES
 
+        # The parser callbacks below are uvicorn's with the limits folded in
+        # (one call per callback, not two).
+
         def data_received(self, data: bytes) -> None:
             if not self._refused:
-                super().data_received(data)
+                self._idle_since = None  # _unset_keepalive_if_required
+                try:
+                    self.parser.feed_data(data)
+                except httptools.HttpParserError:
+                    msg = "Invalid HTTP request received."
+                    self.logger.warning(msg)
+                    self.send_400_response(msg)
+                except httptools.HttpParserUpgrade:
+                    if self._should_upgrade():
+                        self.handle_websocket_upgrade()
+                    else:
+                        self._unsupported_upgrade_warning()
                 return
             self._linger_budget -= len(data)
             if self._linger_budget < 0 and not self.transport.is_closing():
@@ -477,8 +491,7 @@ def limited_http_protocol(
                     self.loop.call_later(_LINGER_SECONDS, transport.close)
             self.logger.info("%s:%d - %s", *(self.client or ("?", 0)), text)
 
-        def _grow(self, size: int) -> bool:
-            self._header_bytes += size
+        def _check_limits(self) -> None:
             if self._header_count > max_header_count:
                 self._refuse(
                     b"431 Request Header Fields Too Large",
@@ -489,21 +502,50 @@ def limited_http_protocol(
                     b"431 Request Header Fields Too Large",
                     f"request header block larger than {max_header_size} bytes",
                 )
-            return not self._refused
 
         def on_message_begin(self) -> None:
             self._header_bytes = self._header_count = 0
-            super().on_message_begin()
+            self.url = b""
+            self.expect_100_continue = False
+            self.headers = []
+            self.scope = {  # type: ignore[typeddict-item]
+                "type": "http",
+                "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                "http_version": "1.1",
+                "server": self.server,
+                "client": self.client,
+                "scheme": self.scheme,  # type: ignore[typeddict-item]
+                "root_path": self.root_path,
+                "headers": self.headers,
+                "state": self.app_state.copy(),
+            }
             self._arm()
 
         def on_url(self, url: bytes) -> None:
-            if self._grow(len(url)):
-                super().on_url(url)
+            self._header_bytes += len(url)
+            if (
+                self._refused
+                or self._header_bytes > max_header_size
+                or self._header_count > max_header_count
+            ):
+                self._check_limits()
+                return
+            self.url += url
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self._header_count += 1
-            if self._grow(len(name) + len(value) + 4):
-                super().on_header(name, value)
+            self._header_bytes += len(name) + len(value) + 4
+            if (
+                self._refused
+                or self._header_bytes > max_header_size
+                or self._header_count > max_header_count
+            ):
+                self._check_limits()
+                return
+            name = name.lower()
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
             # uvicorn's, with a GatewayCycle for the request and the
@@ -573,7 +615,13 @@ def limited_http_protocol(
                 super().on_body(body)
 
         def on_message_complete(self) -> None:
-            if not self._refused:
-                super().on_message_complete()
+            if self._refused:
+                return
+            if (
+                self.parser.should_upgrade() and self._should_upgrade()
+            ) or self.cycle.response_complete:
+                return
+            self.cycle.more_body = False
+            self.cycle.message_event.set()
 
     return LimitedHttpToolsProtocol
