@@ -12,6 +12,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from chunkwire.gateway import http_server
 from chunkwire.gateway.http_server import GatewayCycle
+from chunkwire.gateway.types import BODY_FOLLOWS
 
 # Nothing here talks to a plugin: once is enough.
 pytestmark = pytest.mark.only_transports("call")
@@ -186,3 +187,38 @@ def test_the_name_cache_stops_growing(monkeypatch: pytest.MonkeyPatch) -> None:
     # Names past the limit are still checked.
     bad = [start(200, [*headers, (b"x y", b"1")])]
     assert run(GatewayCycle, bad)[1] == "RuntimeError: Invalid HTTP header name."
+
+
+@pytest.mark.parametrize("case", ["content-length", "HEAD", "204", "no keep-alive"])
+def test_body_follows_joins_head_and_body_into_one_write(case: str) -> None:
+    messages, options = CASES[case]
+    expected, error, completed, _ = run(RequestResponseCycle, messages, **options)
+    assert error is None and completed == 1
+
+    async def body() -> list[tuple[str, object]]:
+        inner = Recording()
+        transport = http_server.CoalescingTransport(inner, asyncio.get_running_loop())
+        cycle = GatewayCycle(
+            scope={"type": "http", "method": options.get("method", "GET"),
+                   "http_version": "1.1", "path": "/", "query_string": b""},
+            transport=transport,  # type: ignore[arg-type]
+            flow=FlowControl(inner),  # type: ignore[arg-type]
+            logger=logging.getLogger("test.cycle"),
+            access_logger=logging.getLogger("test.cycle.access"),
+            access_log=False,
+            default_headers=DEFAULTS,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=options.get("keep_alive", True),
+            on_response=lambda: None,
+        )
+        await cycle.send({**messages[0], BODY_FOLLOWS: True})
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert inner.calls == []  # held for the body, not written at the end of the turn
+        await cycle.send(messages[1])
+        return inner.calls  # type: ignore[return-value]
+
+    writes = b"".join(data for kind, data in expected if kind == "write")
+    closes = [call for call in expected if call[0] == "close"]
+    assert asyncio.run(body()) == [("write", writes), *closes]

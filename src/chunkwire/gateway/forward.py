@@ -51,7 +51,7 @@ from .._core import decode_response_frame, encode_request_frame, join_request_fr
 from .._errors import FrameError
 from .._proto import http_pb2
 from .response_head import BadResponse, check_response_head
-from .types import Message, Receive, Send, WatchClient
+from .types import BODY_FOLLOWS, Message, Receive, Send, WatchClient
 
 log = logging.getLogger("chunkwire.gateway")
 
@@ -750,7 +750,11 @@ class Forward:
             # cannot carry another request.
             headers.append((b"connection", b"close"))
         self._started = True
-        await self._send({"type": "http.response.start", "status": head.status, "headers": headers})
+        start = {"type": "http.response.start", "status": head.status, "headers": headers}
+        if complete or not head.body_allowed:
+            # The body goes in this task step: below, or as _relay's next send.
+            start[BODY_FOLLOWS] = True
+        await self._send(start)
         if not head.body_allowed:
             # The answer is complete for the client now; what the plugin
             # still sends is dropped (``_discard``).

@@ -36,7 +36,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
-from .types import WATCH_CLIENT
+from .types import BODY_FOLLOWS, WATCH_CLIENT
 
 DEFAULT_HEADER_TIMEOUT = 30.0
 # After a refusal, what the client still sends is read and dropped for a
@@ -85,6 +85,13 @@ class CoalescingTransport:
             self._loop.call_soon(self.flush)
         else:
             self.transport.write(data)
+
+    def hold(self, head: bytes) -> None:
+        """Keep ``head`` for the next write (or close) without a write of its
+        own at the end of the loop turn: the caller writes again before it
+        yields (see BODY_FOLLOWS)."""
+        self.flush()
+        self._held = head
 
     def flush(self) -> None:
         held = self._held
@@ -183,7 +190,10 @@ class GatewayCycle(RequestResponseCycle):
                 self.chunked_encoding = True
                 content.append(b"transfer-encoding: chunked\r\n")
             content.append(b"\r\n")
-            self.transport.write(b"".join(content))
+            if message.get(BODY_FOLLOWS) and type(self.transport) is CoalescingTransport:
+                self.transport.hold(b"".join(content))
+            else:
+                self.transport.write(b"".join(content))
         elif not self.response_complete:
             if message["type"] != "http.response.body":
                 raise RuntimeError(
@@ -193,6 +203,8 @@ class GatewayCycle(RequestResponseCycle):
             more_body = message.get("more_body", False)
             if self.scope["method"] == "HEAD":
                 self.expected_content_length = 0
+                if type(self.transport) is CoalescingTransport:
+                    self.transport.flush()  # nothing else writes a held head
             elif self.chunked_encoding:
                 chunk = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
                 if not more_body:
