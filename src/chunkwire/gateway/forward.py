@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 
 import grpc
 import grpc.aio
@@ -181,6 +182,57 @@ def _cancel_pending(task: asyncio.Future[object]) -> None:
         task.cancel()
 
 
+class _SharedWakeups:
+    """First wake-ups of many requests on one loop timer per second.
+
+    A request's first wake-up (its earliest possible timeout, 30 s away by
+    default) almost never happens: the request ends long before. Rather
+    than a loop timer armed and cancelled per request, the requests due in
+    the same second share one, armed at the start of that second: early,
+    never late. A request it wakes with nothing due yet (``_check_timers``)
+    arms its own timer for the exact moment, so every timeout fires when it
+    did before.
+    """
+
+    __slots__ = ("_slots", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._slots: dict[int, set[Forward]] = {}
+
+    def add(self, forward: Forward, when: float) -> float:
+        """Wake ``forward`` no later than ``when``; returns when it will be woken."""
+        slot = math.floor(when)
+        members = self._slots.get(slot)
+        if members is None:
+            members = self._slots[slot] = set()
+            self.loop.call_at(slot, self._fire, slot)
+        members.add(forward)
+        return float(slot)
+
+    def discard(self, forward: Forward, at: float) -> None:
+        members = self._slots.get(math.floor(at))
+        if members is not None:
+            members.discard(forward)
+
+    def _fire(self, slot: int) -> None:
+        for forward in self._slots.pop(slot, ()):
+            forward._check_timers()
+
+
+# A Forward's _watchdog while it waits in a _SharedWakeups slot.
+_SHARED: asyncio.TimerHandle = object()  # type: ignore[assignment]
+_shared_wakeups: _SharedWakeups | None = None
+
+
+def _wakeups(loop: asyncio.AbstractEventLoop) -> _SharedWakeups:
+    global _shared_wakeups
+    shared = _shared_wakeups
+    if shared is None or shared.loop is not loop:
+        shared = _shared_wakeups = _SharedWakeups(loop)
+    return shared
+
+
 class Forward:
     """State of one forwarded request; ``run()`` returns when the client has its answer."""
 
@@ -214,6 +266,7 @@ class Forward:
         "_response_done",
         "_response_timeout",
         "_send",
+        "_shared",
         "_sized",
         "_started",
         "_stats",
@@ -267,8 +320,9 @@ class Forward:
         self._body_done = False
         # One timer serves both timeouts (see _check_timers).
         self._response_deadline: float | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None  # or _SHARED
         self._watchdog_at = 0.0
+        self._shared: _SharedWakeups | None = None
         # A mux stream's half-close never waits (no gRPC operation behind it).
         self._mux = getattr(call, "ready", None) is not None
         self._reading_since: float | None = None  # waiting for a response frame
@@ -324,10 +378,18 @@ class Forward:
         self._response_deadline = None  # the timer, when it fires, finds nothing due
 
     def _wake_at(self, when: float) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self._drop_watchdog()
         self._watchdog = self._loop.call_at(when, self._check_timers)
         self._watchdog_at = when
+
+    def _drop_watchdog(self) -> None:
+        watchdog = self._watchdog
+        if watchdog is not None:
+            self._watchdog = None
+            if watchdog is _SHARED:
+                self._shared.discard(self, self._watchdog_at)  # type: ignore[union-attr]
+            else:
+                watchdog.cancel()
 
     def _check_timers(self) -> None:
         # One timer per request for both timeouts, re-armed lazily at the
@@ -542,7 +604,9 @@ class Forward:
         idle, response = self._idle_timeout, self._response_timeout
         first = idle if response is None else response if idle is None else min(idle, response)
         if first is not None:
-            self._wake_at(self._loop.time() + first)
+            shared = self._shared = _wakeups(self._loop)
+            self._watchdog_at = shared.add(self, self._loop.time() + first)
+            self._watchdog = _SHARED
         if self._watch_client is not None:
             # The server says when the client goes, whatever the pump is
             # doing (a pump waiting for credit holds no receive() to hear it).
@@ -559,9 +623,7 @@ class Forward:
             if self._head_sent is not None:
                 self._head_sent.set()  # wakes a pump waiting for it; it sees the end
             self._disarm_response_timer()
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-                self._watchdog = None
+            self._drop_watchdog()
             if not self._call.done():
                 self._call.cancel()
             await self._stop_pump(pump)
