@@ -659,25 +659,25 @@ class Forward:
         # body: the client never sent it, so there is nothing to linger for.
         return self._expect and not self._continued
 
-    async def _read(self) -> object:
-        self._reading_since = self._loop.time() if self._started else None
-        try:
-            return await self._call.read()
-        finally:
-            self._reading_since = None
-
     async def _relay(self) -> None:
         stats = self._stats
+        call = self._call
         # A mux stream says whether its next message is here already: body
         # frames that arrived together (a batch) then leave in one send, one
         # write to the client instead of one per chunk. Nothing waits for them.
-        ready = getattr(self._call, "ready", None)
+        ready = getattr(call, "ready", None)
         if ready is not None:
-            self._call.frames = True  # bodies from a lane's ring come decoded
+            call.frames = True  # bodies from a lane's ring come decoded
         held: list[memoryview] = []
         while True:
             try:
-                message = await self._read()
+                # A wait on the plugin, watched by the idle timeout once the
+                # response has started (see _check_timers).
+                self._reading_since = self._loop.time() if self._started else None
+                try:
+                    message = await call.read()
+                finally:
+                    self._reading_since = None
             except asyncio.CancelledError:
                 if self._reason is None:
                     raise
