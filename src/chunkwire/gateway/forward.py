@@ -50,8 +50,7 @@ import grpc.aio
 
 from .._core import decode_response_frame, encode_request_frame, join_request_frame
 from .._errors import FrameError
-from .._proto import http_pb2
-from .response_head import BadResponse, check_response_head
+from .response_head import BadResponse, check_raw_response_head
 from .types import BODY_FOLLOWS, Message, Receive, Send, WatchClient
 
 log = logging.getLogger("chunkwire.gateway")
@@ -789,8 +788,7 @@ class Forward:
     async def _start(self, raw_init: bytes, body: memoryview, complete: bool) -> bool:
         self._disarm_response_timer()
         try:
-            init = http_pb2.ServeHTTPResponseInit.FromString(raw_init)
-            head = check_response_head(init.status_code, init.headers, method=self._method)
+            head = check_raw_response_head(raw_init, method=self._method)
         except BadResponse as error:
             self._stats["bad_response"] = self._stats.get("bad_response", 0) + 1
             await self._refuse(error.status, error.reason)
