@@ -163,3 +163,40 @@ def test_body_writes_are_never_held():
         assert len(inner.calls) == 3
 
     asyncio.run(body())
+
+
+def test_a_held_head_waits_for_the_next_write_not_the_end_of_the_turn():
+    async def body() -> None:
+        transport, inner = wrapped()
+        transport.hold(HEAD)
+        await next_turn()
+        assert inner.calls == []
+        assert transport.get_write_buffer_size() == 7 + len(HEAD)
+        transport.write(memoryview(b"body"))
+        assert inner.calls == [("write", HEAD + b"body")]
+
+        # close (and write_eof, writelines) send it first, abort drops it.
+        transport, inner = wrapped()
+        transport.hold(HEAD)
+        transport.close()
+        assert inner.calls == [("write", HEAD), ("close", None)]
+        transport, inner = wrapped()
+        transport.hold(HEAD)
+        transport.abort()
+        assert inner.calls == [("abort", None)]
+
+    asyncio.run(body())
+
+
+def test_hold_sends_what_was_held_before_first():
+    async def body() -> None:
+        transport, inner = wrapped()
+        transport.write(HEAD)
+        transport.hold(HEAD + b"2")
+        assert inner.calls == [("write", HEAD)]
+        transport.write(b"b")
+        assert inner.calls == [("write", HEAD), ("write", HEAD + b"2b")]
+        await next_turn()
+        assert len(inner.calls) == 2
+
+    asyncio.run(body())

@@ -257,6 +257,8 @@ class Gateway:
         self.max_empty_frames = max_empty_frames
         self.identity_headers = tuple(identity_headers)
         self._identity_lower = {name.lower().encode("latin-1") for name in self.identity_headers}
+        # Request headers never forwarded as the client sent them.
+        self._dropped_headers = frozenset(self._identity_lower | {PREFIX_HEADER})
         self._authenticate = authenticate
         self._stats_path = stats_path
         self._upstreams = {
@@ -513,15 +515,15 @@ class Gateway:
 
     def _request_init(self, scope: Scope, admitted: Admission) -> tuple[bytes, str]:
         """The serialized request init message, and the request id it carries."""
-        plugin_path = admitted.raw_rest.encode("latin-1")
         head = admitted.head
         identity = admitted.identity
         identity_lower = self._identity_lower
+        dropped = self._dropped_headers
         headers: list[tuple[bytes, bytes]] = []
         host = head.host.decode("latin-1") if head.host is not None else ""
         user_agent = accept_language = ""
         for name, value in scope["headers"]:
-            if name in identity_lower or name == PREFIX_HEADER:
+            if name in dropped:
                 continue
             if name == b"user-agent":
                 user_agent = value.decode("latin-1")
@@ -577,7 +579,7 @@ class Gateway:
             if server:
                 host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
         query: bytes = scope.get("query_string", b"")
-        target = plugin_path.decode("latin-1")
+        target = admitted.raw_rest  # the raw path, as latin-1 text
         if query:
             target += "?" + query.decode("latin-1")
         proto, major, minor = _proto_version(scope.get("http_version", "1.1"))

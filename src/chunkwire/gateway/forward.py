@@ -43,15 +43,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 
 import grpc
 import grpc.aio
 
 from .._core import decode_response_frame, encode_request_frame, join_request_frame
 from .._errors import FrameError
-from .._proto import http_pb2
-from .response_head import BadResponse, check_response_head
-from .types import Message, Receive, Send, WatchClient
+from .response_head import BadResponse, check_raw_response_head
+from .types import BODY_FOLLOWS, Message, Receive, Send, WatchClient
 
 log = logging.getLogger("chunkwire.gateway")
 
@@ -181,6 +181,57 @@ def _cancel_pending(task: asyncio.Future[object]) -> None:
         task.cancel()
 
 
+class _SharedWakeups:
+    """First wake-ups of many requests on one loop timer per second.
+
+    A request's first wake-up (its earliest possible timeout, 30 s away by
+    default) almost never happens: the request ends long before. Rather
+    than a loop timer armed and cancelled per request, the requests due in
+    the same second share one, armed at the start of that second: early,
+    never late. A request it wakes with nothing due yet (``_check_timers``)
+    arms its own timer for the exact moment, so every timeout fires when it
+    did before.
+    """
+
+    __slots__ = ("_slots", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._slots: dict[int, set[Forward]] = {}
+
+    def add(self, forward: Forward, when: float) -> float:
+        """Wake ``forward`` no later than ``when``; returns when it will be woken."""
+        slot = math.floor(when)
+        members = self._slots.get(slot)
+        if members is None:
+            members = self._slots[slot] = set()
+            self.loop.call_at(slot, self._fire, slot)
+        members.add(forward)
+        return float(slot)
+
+    def discard(self, forward: Forward, at: float) -> None:
+        members = self._slots.get(math.floor(at))
+        if members is not None:
+            members.discard(forward)
+
+    def _fire(self, slot: int) -> None:
+        for forward in self._slots.pop(slot, ()):
+            forward._check_timers()
+
+
+# A Forward's _watchdog while it waits in a _SharedWakeups slot.
+_SHARED: asyncio.TimerHandle = object()  # type: ignore[assignment]
+_shared_wakeups: _SharedWakeups | None = None
+
+
+def _wakeups(loop: asyncio.AbstractEventLoop) -> _SharedWakeups:
+    global _shared_wakeups
+    shared = _shared_wakeups
+    if shared is None or shared.loop is not loop:
+        shared = _shared_wakeups = _SharedWakeups(loop)
+    return shared
+
+
 class Forward:
     """State of one forwarded request; ``run()`` returns when the client has its answer."""
 
@@ -214,6 +265,7 @@ class Forward:
         "_response_done",
         "_response_timeout",
         "_send",
+        "_shared",
         "_sized",
         "_started",
         "_stats",
@@ -267,8 +319,9 @@ class Forward:
         self._body_done = False
         # One timer serves both timeouts (see _check_timers).
         self._response_deadline: float | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None  # or _SHARED
         self._watchdog_at = 0.0
+        self._shared: _SharedWakeups | None = None
         # A mux stream's half-close never waits (no gRPC operation behind it).
         self._mux = getattr(call, "ready", None) is not None
         self._reading_since: float | None = None  # waiting for a response frame
@@ -324,10 +377,18 @@ class Forward:
         self._response_deadline = None  # the timer, when it fires, finds nothing due
 
     def _wake_at(self, when: float) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self._drop_watchdog()
         self._watchdog = self._loop.call_at(when, self._check_timers)
         self._watchdog_at = when
+
+    def _drop_watchdog(self) -> None:
+        watchdog = self._watchdog
+        if watchdog is not None:
+            self._watchdog = None
+            if watchdog is _SHARED:
+                self._shared.discard(self, self._watchdog_at)  # type: ignore[union-attr]
+            else:
+                watchdog.cancel()
 
     def _check_timers(self) -> None:
         # One timer per request for both timeouts, re-armed lazily at the
@@ -542,7 +603,9 @@ class Forward:
         idle, response = self._idle_timeout, self._response_timeout
         first = idle if response is None else response if idle is None else min(idle, response)
         if first is not None:
-            self._wake_at(self._loop.time() + first)
+            shared = self._shared = _wakeups(self._loop)
+            self._watchdog_at = shared.add(self, self._loop.time() + first)
+            self._watchdog = _SHARED
         if self._watch_client is not None:
             # The server says when the client goes, whatever the pump is
             # doing (a pump waiting for credit holds no receive() to hear it).
@@ -559,9 +622,7 @@ class Forward:
             if self._head_sent is not None:
                 self._head_sent.set()  # wakes a pump waiting for it; it sees the end
             self._disarm_response_timer()
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-                self._watchdog = None
+            self._drop_watchdog()
             if not self._call.done():
                 self._call.cancel()
             await self._stop_pump(pump)
@@ -597,25 +658,25 @@ class Forward:
         # body: the client never sent it, so there is nothing to linger for.
         return self._expect and not self._continued
 
-    async def _read(self) -> object:
-        self._reading_since = self._loop.time() if self._started else None
-        try:
-            return await self._call.read()
-        finally:
-            self._reading_since = None
-
     async def _relay(self) -> None:
         stats = self._stats
+        call = self._call
         # A mux stream says whether its next message is here already: body
         # frames that arrived together (a batch) then leave in one send, one
         # write to the client instead of one per chunk. Nothing waits for them.
-        ready = getattr(self._call, "ready", None)
+        ready = getattr(call, "ready", None)
         if ready is not None:
-            self._call.frames = True  # bodies from a lane's ring come decoded
+            call.frames = True  # bodies from a lane's ring come decoded
         held: list[memoryview] = []
         while True:
             try:
-                message = await self._read()
+                # A wait on the plugin, watched by the idle timeout once the
+                # response has started (see _check_timers).
+                self._reading_since = self._loop.time() if self._started else None
+                try:
+                    message = await call.read()
+                finally:
+                    self._reading_since = None
             except asyncio.CancelledError:
                 if self._reason is None:
                     raise
@@ -727,8 +788,7 @@ class Forward:
     async def _start(self, raw_init: bytes, body: memoryview, complete: bool) -> bool:
         self._disarm_response_timer()
         try:
-            init = http_pb2.ServeHTTPResponseInit.FromString(raw_init)
-            head = check_response_head(init.status_code, init.headers, method=self._method)
+            head = check_raw_response_head(raw_init, method=self._method)
         except BadResponse as error:
             self._stats["bad_response"] = self._stats.get("bad_response", 0) + 1
             await self._refuse(error.status, error.reason)
@@ -750,7 +810,11 @@ class Forward:
             # cannot carry another request.
             headers.append((b"connection", b"close"))
         self._started = True
-        await self._send({"type": "http.response.start", "status": head.status, "headers": headers})
+        start = {"type": "http.response.start", "status": head.status, "headers": headers}
+        if complete or not head.body_allowed:
+            # The body goes in this task step: below, or as _relay's next send.
+            start[BODY_FOLLOWS] = True
+        await self._send(start)
         if not head.body_allowed:
             # The answer is complete for the client now; what the plugin
             # still sends is dropped (``_discard``).

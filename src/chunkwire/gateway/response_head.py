@@ -142,3 +142,34 @@ def check_response_head(
             out.append((_CONTENT_LENGTH, str(content_length).encode()))
     body_allowed = status not in (204, 304) and method != "HEAD"
     return ResponseHead(status, out, content_length, body_allowed)
+
+
+# Serialized inits already checked, and what they gave (ResponseHead is a
+# pure function of the init and the method): plugins send the same few
+# heads again and again. The cache stops growing at _MAX_HEADS entries and
+# never holds an init larger than _MAX_CACHED_INIT bytes; a failed check is
+# never cached.
+_HEADS: dict[tuple[bytes, str], ResponseHead] = {}
+_MAX_HEADS = 256
+_MAX_CACHED_INIT = 512
+
+
+def check_raw_response_head(raw_init: bytes, *, method: str) -> ResponseHead:
+    """``check_response_head`` of a serialized ServeHTTPResponseInit.
+
+    Raises BadResponse as it does, or protobuf's DecodeError for bytes that
+    are no init. The headers list is the caller's own.
+    """
+    if type(raw_init) is not bytes:
+        raw_init = bytes(raw_init)
+    key = (raw_init, method)
+    head = _HEADS.get(key)
+    if head is None:
+        init = http_pb2.ServeHTTPResponseInit.FromString(raw_init)
+        head = check_response_head(init.status_code, init.headers, method=method)
+        if len(_HEADS) < _MAX_HEADS and len(raw_init) <= _MAX_CACHED_INIT:
+            _HEADS[key] = ResponseHead(
+                head.status, list(head.headers), head.content_length, head.body_allowed
+            )
+        return head
+    return ResponseHead(head.status, list(head.headers), head.content_length, head.body_allowed)

@@ -21,6 +21,12 @@ Send = Callable[[Message], Awaitable[None]]
 WATCH_CLIENT = "chunkwire.watch_client"
 WatchClient = Callable[[Callable[[], None]], None]
 
+# ``http.response.start`` key (True): the app sends the first body message
+# before it next yields to the event loop. chunkwire's own HTTP server then
+# keeps the head for that body's write instead of scheduling a write of its
+# own at the end of the loop turn; other servers ignore the key.
+BODY_FOLLOWS = "chunkwire.body_follows"
+
 
 class HTTPScope(TypedDict):
     type: Literal["http"]

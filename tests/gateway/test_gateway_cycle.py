@@ -1,0 +1,224 @@
+"""GatewayCycle writes what uvicorn's RequestResponseCycle writes, and fails where it fails."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from chunkwire.gateway import http_server
+from chunkwire.gateway.http_server import GatewayCycle
+from chunkwire.gateway.types import BODY_FOLLOWS
+
+# Nothing here talks to a plugin: once is enough.
+pytestmark = pytest.mark.only_transports("call")
+
+DEFAULTS = [(b"date", b"Thu, 26 Nov 2026 21:00:00 GMT"), (b"server", b"uvicorn")]
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", bytes(data)))
+
+    def close(self) -> None:
+        self.calls.append(("close", b""))
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def run(
+    cls: type[RequestResponseCycle],
+    messages: list[dict[str, Any]],
+    *,
+    method: str = "GET",
+    keep_alive: bool = True,
+    defaults: list[tuple[bytes, bytes]] = DEFAULTS,
+    access_log: bool = False,
+) -> tuple[list[tuple[str, bytes]], str | None, int, bool]:
+    """What the cycle wrote, the error it raised, responses completed, keep-alive after."""
+
+    async def body() -> tuple[list[tuple[str, bytes]], str | None, int, bool]:
+        transport = Recording()
+        completed = []
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": "/p q",
+            "query_string": b"a=1",
+            "http_version": "1.1",
+            "client": ("10.0.0.1", 5000),
+        }
+        cycle = cls(
+            scope=scope,  # type: ignore[arg-type]
+            transport=transport,  # type: ignore[arg-type]
+            flow=FlowControl(transport),  # type: ignore[arg-type]
+            logger=logging.getLogger("test.cycle"),
+            access_logger=logging.getLogger("test.cycle.access"),
+            access_log=access_log,
+            default_headers=defaults,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=keep_alive,
+            on_response=lambda: completed.append(1),
+        )
+        error = None
+        try:
+            for message in messages:
+                await cycle.send(message)
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        return transport.calls, error, len(completed), cycle.keep_alive
+
+    return asyncio.run(body())
+
+
+def start(status: int = 200, headers: Any = ()) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
+def part(data: bytes, more: bool = False) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+BODY = bytes(range(256)) * 3 + b"tail"
+CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {
+    "content-length": ([start(200, [(b"Content-Length", b"772")]), part(BODY)], {}),
+    "chunked by default": ([start(200, [(b"x-a", b"1")]), part(BODY, True), part(b"")], {}),
+    "chunked declared": (
+        [start(200, [(b"transfer-encoding", b"Chunked")]), part(b"ab", True), part(b"cd")],
+        {},
+    ),
+    "transfer-encoding gzip is no framing": (
+        [start(200, [(b"transfer-encoding", b"gzip")]), part(b"ab")],
+        {},
+    ),
+    "second content-length is only written": (
+        [start(200, [(b"content-length", b"2"), (b"Content-Length", b"5")]), part(b"ab")],
+        {},
+    ),
+    "connection close": (
+        [start(200, [(b"content-length", b"2"), (b"Connection", b"keep-alive, Close")]),
+         part(b"ab")],
+        {},
+    ),
+    "connection keep-alive": (
+        [start(200, [(b"content-length", b"2"), (b"connection", b"keep-alive")]), part(b"ab")],
+        {},
+    ),
+    "no keep-alive": ([start(200, [(b"content-length", b"2")]), part(b"ab")],
+                      {"keep_alive": False}),
+    "HEAD": ([start(200, [(b"content-length", b"9")]), part(b"")], {"method": "HEAD"}),
+    "HEAD without length": ([start(200), part(b"")], {"method": "HEAD"}),
+    "204": ([start(204), part(b"")], {}),
+    "304": ([start(304, [(b"etag", b'"x"')]), part(b"")], {}),
+    "memoryview body": ([start(200, [(b"content-length", b"4")]), part(memoryview(b"abcd"))], {}),
+    "tab in value": ([start(200, [(b"x-t", b"a\tb"), (b"content-length", b"0")]), part(b"")], {}),
+    "bytearray name": (
+        [start(200, [(bytearray(b"X-B"), b"1"), (b"content-length", b"0")]), part(b"")],
+        {},
+    ),
+    "longer than content-length": ([start(200, [(b"content-length", b"3")]), part(b"abcd")], {}),
+    "shorter than content-length": ([start(200, [(b"content-length", b"5")]), part(b"abcd")], {}),
+    "bad content-length": ([start(200, [(b"content-length", b"x")]), part(b"")], {}),
+    "CR in value": ([start(200, [(b"x-a", b"a\rb")])], {}),
+    "LF in value": ([start(200, [(b"x-a", b"a\nb")])], {}),
+    "NUL in value": ([start(200, [(b"x-a", b"a\x00b")])], {}),
+    "DEL in value": ([start(200, [(b"x-a", b"a\x7fb")])], {}),
+    "space in name": ([start(200, [(b"x a", b"1")])], {}),
+    "colon in name": ([start(200, [(b"x:a", b"1")])], {}),
+    "bad name after a bad value": ([start(200, [(b"x-a", b"\r"), (b"x b", b"1")])], {}),
+    "bad value after a bad name": ([start(200, [(b"x b", b"1"), (b"x-a", b"\r")])], {}),
+    "invalid status": ([start(99)], {}),
+    "body first": ([part(b"")], {}),
+    "start twice": ([start(200, [(b"content-length", b"0")]), start(200)], {}),
+    "after the end": ([start(200, [(b"content-length", b"0")]), part(b""), part(b"")], {}),
+    "no defaults": ([start(200, [(b"content-length", b"1")]), part(b"a")], {"defaults": []}),
+    "defaults with framing": (
+        [start(200), part(b"ab", True), part(b"")],
+        {"defaults": [(b"Connection", b"close"), (b"Content-Length", b"2")]},
+    ),
+    "bad default": ([start(200), part(b"")], {"defaults": [(b"x-d", b"\n")]}),
+    "access log": ([start(200, [(b"content-length", b"0")]), part(b"")], {"access_log": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_same_bytes_and_errors_as_uvicorn(case: str) -> None:
+    messages, options = CASES[case]
+    expected = run(RequestResponseCycle, messages, **options)
+    # Twice: the second run takes the cached names and default headers.
+    assert run(GatewayCycle, messages, **options) == expected
+    assert run(GatewayCycle, messages, **options) == expected
+
+
+def test_a_new_default_header_list_is_written_not_the_cached_one() -> None:
+    first = [(b"date", b"Thu, 26 Nov 2026 21:00:00 GMT"), (b"server", b"uvicorn")]
+    second = [(b"date", b"Thu, 26 Nov 2026 21:00:01 GMT"), (b"server", b"uvicorn")]
+    messages = [start(200, [(b"content-length", b"0")]), part(b"")]
+    for defaults in (first, second, first):
+        calls, error, _, _ = run(GatewayCycle, messages, defaults=defaults)
+        assert error is None
+        assert calls == run(RequestResponseCycle, messages, defaults=defaults)[0]
+
+
+def test_the_name_cache_stops_growing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_server, "_NAMES", {})
+    monkeypatch.setattr(http_server, "_MAX_NAMES", 3)
+    headers = [(b"x-%d" % i, b"v") for i in range(10)] + [(b"content-length", b"0")]
+    messages = [start(200, headers), part(b"")]
+    assert run(GatewayCycle, messages) == run(RequestResponseCycle, messages)
+    assert len(http_server._NAMES) == 3
+    # Names past the limit are still checked.
+    bad = [start(200, [*headers, (b"x y", b"1")])]
+    assert run(GatewayCycle, bad)[1] == "RuntimeError: Invalid HTTP header name."
+
+
+@pytest.mark.parametrize("case", ["content-length", "HEAD", "204", "no keep-alive"])
+def test_body_follows_joins_head_and_body_into_one_write(case: str) -> None:
+    messages, options = CASES[case]
+    expected, error, completed, _ = run(RequestResponseCycle, messages, **options)
+    assert error is None and completed == 1
+
+    async def body() -> list[tuple[str, object]]:
+        inner = Recording()
+        transport = http_server.CoalescingTransport(inner, asyncio.get_running_loop())
+        cycle = GatewayCycle(
+            scope={"type": "http", "method": options.get("method", "GET"),
+                   "http_version": "1.1", "path": "/", "query_string": b""},
+            transport=transport,  # type: ignore[arg-type]
+            flow=FlowControl(inner),  # type: ignore[arg-type]
+            logger=logging.getLogger("test.cycle"),
+            access_logger=logging.getLogger("test.cycle.access"),
+            access_log=False,
+            default_headers=DEFAULTS,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=options.get("keep_alive", True),
+            on_response=lambda: None,
+        )
+        await cycle.send({**messages[0], BODY_FOLLOWS: True})
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert inner.calls == []  # held for the body, not written at the end of the turn
+        await cycle.send(messages[1])
+        return inner.calls  # type: ignore[return-value]
+
+    writes = b"".join(data for kind, data in expected if kind == "write")
+    closes = [call for call in expected if call[0] == "close"]
+    assert asyncio.run(body()) == [("write", writes), *closes]
