@@ -80,6 +80,8 @@ MAX_FRAMES = BATCH_LIMIT // 8
 RING = 10  # DATA whose body is in the sender's ring; value: END = 1, FLUSH = 2; payload: descriptor
 RING_CREDIT = 11  # stream 0; payload: descriptors of released chunks, 20 bytes each
 FLUSH = 2
+# Kind.DATA as a module name: an IntEnum attribute lookup costs ~10x a global's (per frame).
+_DATA = Kind.DATA
 
 RING_SIZE = 8 * 1024 * 1024
 RING_THRESHOLD = 16 * 1024
@@ -450,12 +452,20 @@ class _Records(asyncio.Protocol):
 
 
 class LaneLink:
-    """Length-prefixed records on a connected unix stream socket, and the lane's rings."""
+    """Length-prefixed records on a connected unix stream socket, and the lane's rings.
+
+    ``await read()``: the next record; None at a clean end (between
+    records); LaneError otherwise. ``await write(record)``: queue one
+    record, waiting while the socket's buffer is full.
+    """
 
     def __init__(self, records: _Records, max_record: int, rings: Rings) -> None:
         self._records = records
         self.max_record = max_record
         self.rings = rings
+        # The protocol's own coroutines: no wrapper between them and the caller.
+        self.read = records.read
+        self.write = records.write
 
     @classmethod
     async def over(cls, sock: socket.socket, max_record: int, rings: Rings) -> LaneLink:
@@ -466,13 +476,6 @@ class LaneLink:
             rings.close()
             raise
         return cls(records, max_record, rings)
-
-    async def read(self) -> bytes | None:
-        """The next record; None at a clean end (between records); LaneError otherwise."""
-        return await self._records.read()
-
-    async def write(self, record: bytes) -> None:
-        await self._records.write(record)
 
     def close(self) -> None:
         transport = self._records.transport
@@ -551,7 +554,7 @@ class LaneSender(BatchSender):
                     if rings.owed:
                         await self._add(writer, self._credit(rings))
                     for frame in proto.take_frames():
-                        if frame[1] == Kind.DATA and rings.writer is not None:
+                        if frame[1] == _DATA and rings.writer is not None:
                             frame = await self._ringed(frame, writer, rings)
                         await self._add(writer, frame)
                     if len(writer):
@@ -749,7 +752,7 @@ def _copy_run(run: list[tuple[int, int, memoryview]], rings: Rings, out: list[An
     for (stream_id, value, _), size in zip(entries, sizes, strict=True):
         end = start + size
         body = RingBody(buffer, start, end, bool(value & END), bool(value & FLUSH))
-        out.append((stream_id, Kind.DATA, value & END, body))
+        out.append((stream_id, _DATA, value & END, body))
         start = end
 
 
@@ -764,7 +767,7 @@ def _unring(frame: Any, rings: Rings) -> Any:
         rings.owed.append(reader.release(view))
         rings.wake.set()
     # Payloads are views, as decode_batch hands them out (the stream code counts .nbytes).
-    return (stream_id, Kind.DATA, value & END, memoryview(message))
+    return (stream_id, _DATA, value & END, memoryview(message))
 
 
 def _credited(frame: Any, rings: Rings) -> None:
@@ -866,6 +869,7 @@ class LaneCarrier:
         self.settings = settings
         self.records = 0  # records received
         self._link: asyncio.Future[LaneLink] | None = None
+        self._connected: LaneLink | None = None  # the link, once connected (no shield then)
         self._rings: Rings | None = None
         self._sender: LaneSender | None = None
         self._closed = False
@@ -906,6 +910,8 @@ class LaneCarrier:
                 f"cannot open the lane to plugin {self._name!r}: {exc}",
             ) from None
         self._rings = link.rings
+        if not self._closed:
+            self._connected = link
         return link
 
     def _get_link(self) -> asyncio.Future[LaneLink]:
@@ -914,10 +920,15 @@ class LaneCarrier:
         return self._link
 
     async def _get_rings(self) -> Rings:
-        return (await asyncio.shield(self._get_link())).rings
+        link = self._connected
+        if link is None:
+            link = await asyncio.shield(self._get_link())
+        return link.rings
 
     async def read(self) -> Any:
-        link = await asyncio.shield(self._get_link())
+        link = self._connected
+        if link is None:
+            link = await asyncio.shield(self._get_link())
         try:
             record = await link.read()
         except LaneError as exc:
@@ -932,13 +943,16 @@ class LaneCarrier:
         return record
 
     async def write(self, record: bytes) -> None:
-        link = await asyncio.shield(self._get_link())
+        link = self._connected
+        if link is None:
+            link = await asyncio.shield(self._get_link())
         await link.write(record)
 
     def cancel(self) -> bool:
         if self._closed:
             return False
         self._closed = True
+        self._connected = None
         future = self._link
         if future is not None:
             if future.done():
