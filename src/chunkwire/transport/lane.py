@@ -435,12 +435,18 @@ class _Records(asyncio.Protocol):
             finally:
                 self._waiter = None
 
-    async def write(self, record: bytes) -> None:
+    def write_now(self, record: bytes) -> bool:
+        """Queue one record on the socket; True when its buffer is full:
+        ``drain()`` before the next one."""
         if self._lost:
             raise ConnectionResetError("Connection lost")
         transport = self.transport
         assert transport is not None
         transport.writelines((PREFIX.pack(len(record)), record))
+        return self._write_paused
+
+    async def drain(self) -> None:
+        """Return once the socket's buffer has room (ConnectionResetError once lost)."""
         while self._write_paused and not self._lost:
             self._drained = asyncio.get_running_loop().create_future()
             try:
@@ -450,13 +456,18 @@ class _Records(asyncio.Protocol):
         if self._lost:
             raise ConnectionResetError("Connection lost")
 
+    async def write(self, record: bytes) -> None:
+        self.write_now(record)
+        await self.drain()
+
 
 class LaneLink:
     """Length-prefixed records on a connected unix stream socket, and the lane's rings.
 
     ``await read()``: the next record; None at a clean end (between
     records); LaneError otherwise. ``await write(record)``: queue one
-    record, waiting while the socket's buffer is full.
+    record, waiting while the socket's buffer is full; ``write_now(record)``
+    queues it without waiting and says whether to ``await drain()`` first.
     """
 
     def __init__(self, records: _Records, max_record: int, rings: Rings) -> None:
@@ -466,6 +477,8 @@ class LaneLink:
         # The protocol's own coroutines: no wrapper between them and the caller.
         self.read = records.read
         self.write = records.write
+        self.write_now = records.write_now
+        self.drain = records.drain
 
     @classmethod
     async def over(cls, sock: socket.socket, max_record: int, rings: Rings) -> LaneLink:
@@ -501,6 +514,13 @@ def _size(payload: Any) -> int:
     return payload.nbytes if type(payload) is memoryview else len(payload)
 
 
+def _body_size(payload: Any) -> int:
+    """At least the body bytes a DATA payload could put in the ring (``_ringed``)."""
+    if type(payload) is ResponseBody:
+        return payload.body.nbytes
+    return _size(payload)
+
+
 class RingStalled(Exception):
     """The peer returned no ring credit in time."""
 
@@ -515,6 +535,14 @@ class LaneSender(BatchSender):
     with nothing else to send waits one loop turn, for the stream credit
     the same chunks lead to: the receiving side of a transfer writes about
     one record per record it reads, not two.
+
+    ``link()``, once the lane is up, is the :class:`LaneLink` whose
+    ``write_now`` takes the records (None: not yet, or no such link). With
+    one, a kick while the sender's task is idle is a callback at the end of
+    the loop turn that writes the batch itself, as long as nothing in it
+    can wait: frames for the ring and a full socket buffer go on to the
+    task, which also keeps the order. A small request then costs no task
+    step, Event or future per batch on either side.
     """
 
     def __init__(
@@ -527,29 +555,132 @@ class LaneSender(BatchSender):
         opener: bool,
         on_stall: Callable[[str], None],
         settings: LaneSettings = DEFAULT_SETTINGS,
+        link: Callable[[], LaneLink | None] | None = None,
     ) -> None:
         super().__init__(proto, write, limit)
         self._get_rings = rings
+        self._get_link = link
         self._opener = opener
         self._on_stall = on_stall
         self._threshold = settings.ring_threshold
         self._credit_timeout = settings.credit_timeout
         self.ringed = 0  # DATA frames whose body went through the ring
+        self._writer = BatchWriter(limit)
+        self._rings: Rings | None = None
+        self._link: LaneLink | None = None
+        self._idle = False  # the task waits for a kick: the callback may write
+        self._scheduled = False  # the callback is due this loop turn
+        self._turned = False  # ring credit alone already waited its loop turn
+        self._taken: list[Any] = []  # frames the callback left to the task, in order
+        self._full = False  # the callback filled the socket's buffer: the task drains
+
+    def start(self) -> None:
+        super().start()
+        self._loop = asyncio.get_running_loop()
+
+    def kick(self) -> None:
+        if not self._idle:
+            self._ready.set()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    @property
+    def busy(self) -> bool:
+        return self._scheduled or bool(self._taken) or self._full or super().busy
+
+    @property
+    def done(self) -> bool:
+        return self.failed is not None or super().done
+
+    def _to_task(self) -> None:
+        self._idle = False
+        self._ready.set()
+
+    def _flush(self) -> None:
+        """The batch of this loop turn, written here unless part of it may wait."""
+        self._scheduled = False
+        if not self._idle:
+            self._ready.set()
+            return
+        proto = self._proto
+        rings = self._rings
+        link = self._link
+        assert rings is not None and link is not None
+        if rings.owed and not proto.has_frames and not self._turned:
+            self._turned = True  # as the task's sleep(0): one loop turn for stream credit
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+            return
+        self._turned = False
+        writer = self._writer
+        threshold = self._threshold
+        ring = rings.writer
+        try:
+            while proto.has_frames or rings.owed:
+                if rings.owed:
+                    self._add_now(writer, self._credit(rings))
+                frames = proto.take_frames()
+                for index, frame in enumerate(frames):
+                    if self._full or (
+                        ring is not None
+                        and frame[1] == _DATA
+                        and _body_size(frame[3]) >= threshold
+                    ):
+                        # It may wait (for ring space, or for the socket): the
+                        # task takes this frame and those after it, in order.
+                        self._taken = frames[index:]
+                        self._to_task()
+                        return
+                    self._add_now(writer, frame)
+                if len(writer):
+                    self._send_now(writer.take())
+                if self._full:
+                    self._to_task()
+                    return
+        except Exception as exc:  # the write failed: the lane is gone
+            self.failed = exc
+            self._to_task()
+
+    def _add_now(self, writer: BatchWriter, frame: Any) -> None:
+        if not add_frame(writer, frame):
+            self._send_now(writer.take())
+            add_frame(writer, frame)
+
+    def _send_now(self, batch: bytes) -> None:
+        assert self._link is not None
+        self.messages += 1
+        self.sent_at = self._time()
+        if self._link.write_now(batch):
+            self._full = True
 
     async def _run(self) -> None:
-        rings = await self._get_rings()
+        rings = self._rings = await self._get_rings()
         proto = self._proto
-        writer = BatchWriter(self._limit)
+        writer = self._writer
         ready = self._ready
         try:
             while True:
-                await ready.wait()
-                ready.clear()
-                if rings.owed and not proto.has_frames:
-                    # Ring credit alone: one loop turn more lets the frames the
-                    # chunks just received lead to (stream credit, once they are
-                    # handed on) leave in the same record instead of the next.
-                    await asyncio.sleep(0)
+                if self.failed is not None:
+                    raise self.failed  # a write of the callback's failed
+                if self._full:
+                    self._writing = True
+                    try:
+                        assert self._link is not None
+                        await self._link.drain()
+                    except Exception as exc:
+                        self.failed = exc
+                        raise
+                    finally:
+                        self._writing = False
+                    self._full = False
+                taken, self._taken = self._taken, []
+                for frame in taken:
+                    if frame[1] == _DATA and rings.writer is not None:
+                        frame = await self._ringed(frame, writer, rings)
+                    await self._add(writer, frame)
+                if len(writer) and not proto.has_frames and not rings.owed:
+                    await self._send(writer.take())
                 while proto.has_frames or rings.owed:
                     if rings.owed:
                         await self._add(writer, self._credit(rings))
@@ -559,8 +690,22 @@ class LaneSender(BatchSender):
                         await self._add(writer, frame)
                     if len(writer):
                         await self._send(writer.take())
+                if self._link is None and self._get_link is not None:
+                    self._link = self._get_link()
+                if self._link is not None and not ready.is_set():
+                    self._idle = True  # kicks now go to the callback
+                await ready.wait()
+                ready.clear()
+                self._idle = False
+                if rings.owed and not proto.has_frames and not self._taken:
+                    # Ring credit alone: one loop turn more lets the frames the
+                    # chunks just received lead to (stream credit, once they are
+                    # handed on) leave in the same record instead of the next.
+                    await asyncio.sleep(0)
         except RingStalled as stall:
             self._on_stall(str(stall))
+        finally:
+            self._idle = False
 
     async def _add(self, writer: BatchWriter, frame: Any) -> None:
         if not add_frame(writer, frame):
@@ -883,6 +1028,7 @@ class LaneCarrier:
             opener=True,
             on_stall=self._stalled,
             settings=self.settings,
+            link=lambda: self._connected,
         )
         return self._sender
 
@@ -996,6 +1142,7 @@ class LaneContext:
             opener=False,
             on_stall=self._stalled,
             settings=self.settings,
+            link=lambda: self._link,
         )
         return self._sender
 
