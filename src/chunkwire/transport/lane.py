@@ -327,7 +327,8 @@ class _Records(asyncio.Protocol):
     """The lane socket's protocol: records are cut out of the bytes as they
     arrive, in the loop's own callback, and wait in a queue for ``read()``;
     a reader that finds one queued gets it without a task switch. Reading
-    pauses while more than ``limit`` bytes wait."""
+    pauses while more than ``limit`` bytes wait. ``pump(sink)`` instead
+    hands each record to ``sink`` right in that callback."""
 
     def __init__(self, max_record: int) -> None:
         self.max_record = max_record
@@ -343,6 +344,7 @@ class _Records(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
+        self._sink: Callable[[bytes], object] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -372,11 +374,14 @@ class _Records(asyncio.Protocol):
         del buffer[:pos]
         if self._error is not None:
             buffer.clear()
+        if self._sink is not None:
+            self._deliver()
         if not self._paused and self._queued + len(buffer) > self.limit:
             self._paused = True
             assert self.transport is not None
             self.transport.pause_reading()
-        self._wake()
+        if self._sink is None or self._error is not None:
+            self._wake()  # a pump waits only for the end: it took the records
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -407,17 +412,57 @@ class _Records(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _resume(self) -> None:
+        if self._queued + len(self._buffer) <= self.limit // 2:
+            self._paused = False
+            if not self._lost:
+                assert self.transport is not None
+                self.transport.resume_reading()
+
+    def _deliver(self) -> None:
+        """The queued records to the sink, in order; an error it raises ends
+        the reading (``pump`` raises it) and drops what was left."""
+        sink = self._sink
+        assert sink is not None
+        records = self._records
+        try:
+            while records:
+                record = records.popleft()
+                self._queued -= len(record)
+                sink(record)
+            if self._paused:
+                self._resume()
+        except Exception as exc:
+            self._sink = None
+            if self._error is None:
+                self._error = exc
+            records.clear()
+            self._queued = 0
+            self._buffer.clear()
+            self._wake()
+
+    async def pump(self, sink: Callable[[bytes], object]) -> None:
+        """Hand every record to ``sink(record)`` as it arrives, from the
+        protocol's callback (no task step per record); those queued already
+        first. Returns at a clean end; raises what ``read()`` would, or what
+        the sink raised."""
+        self._sink = sink
+        try:
+            if self._records:
+                self._deliver()
+            if await self.read() is not None:  # the queue stays empty while pumping
+                raise AssertionError("a record was queued while pumping")
+        finally:
+            self._sink = None
+
     async def read(self) -> bytes | None:
         while True:
             records = self._records
             if records:
                 record = records.popleft()
                 self._queued -= len(record)
-                if self._paused and self._queued + len(self._buffer) <= self.limit // 2:
-                    self._paused = False
-                    if not self._lost:
-                        assert self.transport is not None
-                        self.transport.resume_reading()
+                if self._paused:
+                    self._resume()
                 return record
             if self._error is not None:
                 raise self._error
@@ -465,7 +510,8 @@ class LaneLink:
     """Length-prefixed records on a connected unix stream socket, and the lane's rings.
 
     ``await read()``: the next record; None at a clean end (between
-    records); LaneError otherwise. ``await write(record)``: queue one
+    records); LaneError otherwise. ``await pump(sink)``: every record to
+    ``sink`` as it arrives, until that end. ``await write(record)``: queue one
     record, waiting while the socket's buffer is full; ``write_now(record)``
     queues it without waiting and says whether to ``await drain()`` first.
     """
@@ -476,6 +522,7 @@ class LaneLink:
         self.rings = rings
         # The protocol's own coroutines: no wrapper between them and the caller.
         self.read = records.read
+        self.pump = records.pump
         self.write = records.write
         self.write_now = records.write_now
         self.drain = records.drain
@@ -1087,6 +1134,22 @@ class LaneCarrier:
         if record is None:
             return grpc.aio.EOF
         return record
+
+    async def pump(self, sink: Callable[[bytes], object]) -> None:
+        """``read()`` for every record, each handed to ``sink`` from the socket's
+        callback as it arrives; returns where ``read()`` would return EOF."""
+        link = self._connected
+        if link is None:
+            link = await asyncio.shield(self._get_link())
+        try:
+            await link.pump(sink)
+        except LaneError as exc:
+            log.warning("lane to plugin %r failed: %s", self._name, exc)
+            raise _error(
+                grpc.StatusCode.INTERNAL, f"the plugin broke the lane protocol: {exc}"
+            ) from None
+        except OSError as exc:
+            raise _error(grpc.StatusCode.UNAVAILABLE, f"the lane broke: {exc}") from None
 
     async def write(self, record: bytes) -> None:
         link = self._connected

@@ -406,10 +406,17 @@ class MuxConnection:
 
     async def _read(self) -> None:
         call = self._call
+        # A lane hands each batch over from its socket's callback as it
+        # arrives (no task step per batch); a Connect call is read here.
+        pump = getattr(call, "pump", None)
         error: grpc.aio.AioRpcError
         try:
             while True:
-                data = await call.read()
+                if pump is not None:
+                    await pump(self._received)
+                    data = grpc.aio.EOF
+                else:
+                    data = await call.read()
                 if data is grpc.aio.EOF:
                     code = await call.code()
                     details = await call.details()
@@ -418,8 +425,7 @@ class MuxConnection:
                         f"the plugin ended the connection ({code.name} {details})",
                     )
                     break
-                self.proven = True
-                self._apply(data)
+                self._received(data)
                 del data  # not held while the next read waits
         except grpc.aio.AioRpcError as exc:
             error = exc
@@ -434,6 +440,10 @@ class MuxConnection:
         except Exception as exc:  # a failed write surfaces here too
             error = _error(grpc.StatusCode.UNAVAILABLE, f"the connection broke: {exc!r}")
         self._fail(error)
+
+    def _received(self, data: Any) -> None:
+        self.proven = True
+        self._apply(data)
 
     def _apply(self, data: Any) -> None:
         for event in self.proto.receive(self._decode(data)):
