@@ -120,3 +120,107 @@ def test_a_lost_connection_ends_reads_and_writes() -> None:
             await records.write(b"more")
 
     asyncio.run(main())
+
+
+def _pump(wire: bytes, cuts: list[int], queued: int = 0) -> tuple[list[bytes], Exception | None]:
+    """Records handed to a sink as they arrive; ``queued`` bytes arrive before the pump starts."""
+
+    async def main() -> tuple[list[bytes], Exception | None]:
+        records = _Records(MAX)
+        records.connection_made(_Transport())  # type: ignore[arg-type]
+        if queued:
+            records.data_received(wire[:queued])
+        out: list[bytes] = []
+        pump = asyncio.ensure_future(records.pump(out.append))
+        await asyncio.sleep(0)
+        waiter = records._waiter
+        later = {p for p in (c % (len(wire) + 1) for c in cuts) if p > queued}
+        points = sorted({queued, len(wire)} | later)
+        for a, b in itertools.pairwise(points):
+            seen = len(out)
+            records.data_received(wire[a:b])
+            # Whole records reach the sink in the callback itself: no task step,
+            # and the pump's own wait is not woken.
+            assert len(out) == seen + _whole(wire, b) - _whole(wire, a)
+            assert waiter is records._waiter and waiter is not None and not waiter.done()
+        records.eof_received()
+        try:
+            await pump
+        except LaneError as error:
+            return out, error
+        return out, None
+
+    return asyncio.run(main())
+
+
+def _whole(wire: bytes, end: int) -> int:
+    """Whole records in ``wire[:end]``."""
+    count = pos = 0
+    while end - pos >= 4:
+        (size,) = struct.unpack_from("<I", wire, pos)
+        if size > MAX or end - pos - 4 < size:
+            break
+        pos += 4 + size
+        count += 1
+    return count
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.binary(max_size=MAX), max_size=8),
+    st.lists(st.integers(min_value=0, max_value=20_000), max_size=12),
+    st.integers(min_value=0, max_value=3000),
+)
+def test_a_pump_hands_every_record_to_its_sink_as_it_arrives(
+    records: list[bytes], cuts: list[int], queued: int
+) -> None:
+    wire = _wire(records)
+    assert _pump(wire, cuts, min(queued, len(wire))) == (records, None)
+
+
+def test_a_pump_ends_with_the_error_a_read_would_raise() -> None:
+    good = [b"a" * 10, b"b" * 20]
+    out, error = _pump(_wire(good) + struct.pack("<I", 50) + b"x" * 7, [5, 40])
+    assert out == good and str(error) == "truncated record (7 of 50 bytes)"
+
+
+def test_a_sink_that_raises_ends_the_pump_and_drops_the_rest() -> None:
+    async def main() -> None:
+        records = _Records(MAX)
+        records.connection_made(_Transport())  # type: ignore[arg-type]
+        seen: list[bytes] = []
+
+        def sink(record: bytes) -> None:
+            seen.append(record)
+            if record == b"bad":
+                raise ValueError("bad batch")
+
+        pump = asyncio.ensure_future(records.pump(sink))
+        await asyncio.sleep(0)
+        records.data_received(_wire([b"one", b"bad", b"after"]))
+        records.data_received(_wire([b"later"]))
+        with pytest.raises(ValueError, match="bad batch"):
+            await pump
+        assert seen == [b"one", b"bad"]
+
+    asyncio.run(main())
+
+
+def test_a_pump_resumes_reading_paused_while_records_waited() -> None:
+    async def main() -> None:
+        records = _Records(MAX)
+        transport = _Transport()
+        records.connection_made(transport)  # type: ignore[arg-type]
+        record = b"r" * MAX
+        fed = 0
+        while not transport.paused:
+            records.data_received(_wire([record]))
+            fed += 1
+        out: list[bytes] = []
+        pump = asyncio.ensure_future(records.pump(out.append))
+        await asyncio.sleep(0)
+        assert out == [record] * fed and not transport.paused
+        records.eof_received()
+        await pump
+
+    asyncio.run(main())

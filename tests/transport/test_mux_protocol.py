@@ -394,3 +394,37 @@ def test_larger_windows_are_granted_when_the_stream_opens() -> None:
 def test_settings_below_the_protocol_minimum_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Connection(opener=True, **kwargs)
+
+
+def test_the_opener_grants_its_larger_window_once_the_response_continues() -> None:
+    """No WINDOW with the OPEN: a response of one DATA frame with END never
+    needs the larger window. The first DATA without END brings the grant, and
+    the opener then checks the larger window exactly (at the limit, one past)."""
+    opener, acceptor = pair(window=4 * INITIAL_WINDOW)
+    small = opener.open(b"init", end=True)
+    assert opener.take_frames() == [(small, Kind.OPEN, END, b"init")]
+    opener.receive([(small, Kind.DATA, END, b"whole response")])
+    assert opener.take_frames() == []
+    opener.deliver(small)
+    opener.take_frames()
+
+    sid = opener.open(b"init", end=True)
+    flow(opener, acceptor)
+    assert acceptor.streams[sid].send_credit == INITIAL_WINDOW
+    first = stamped(INITIAL_WINDOW, 1)  # the whole initial credit, in one frame
+    acceptor.send_data(sid, first)
+    assert not acceptor.can_send(sid)
+    assert flow(acceptor, opener) == [DataReceived(sid, first, False)]
+    grants = opener.take_frames()
+    assert grants == [(sid, Kind.WINDOW, 3 * INITIAL_WINDOW, b"")]
+    acceptor.receive(grants)
+    rest = [stamped(INITIAL_WINDOW, 2 + i) for i in range(3)]
+    for block in rest:
+        assert acceptor.can_send(sid)
+        acceptor.send_data(sid, block)
+    assert not acceptor.can_send(sid)  # exactly the larger window is used up
+    assert flow(acceptor, opener) == [DataReceived(sid, block, False) for block in rest]
+    assert opener.take_frames() == []  # nothing consumed yet: no grant
+    events = opener.receive([(sid, Kind.DATA, 0, b"x")])  # one byte past the window
+    reason = "DATA beyond the stream's credit"
+    assert events == [StreamReset(sid, ResetCode.FLOW_CONTROL, reason, False)]

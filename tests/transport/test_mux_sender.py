@@ -8,7 +8,14 @@ import os
 import pytest
 
 from chunkwire._core import decode_batch, decode_response_frame, encode_response_frame
-from chunkwire.transport.mux import END, Connection, DataReceived, Kind, StreamOpened
+from chunkwire.transport.mux import (
+    END,
+    INITIAL_WINDOW,
+    Connection,
+    DataReceived,
+    Kind,
+    StreamOpened,
+)
 from chunkwire.transport.sender import BATCH_LIMIT, BatchSender, ResponseBody
 
 
@@ -29,6 +36,9 @@ async def _sent_batches(
     acceptor = Connection(opener=False)
     sid = opener.open(b"", end=True)
     assert [type(e) for e in acceptor.receive(opener.take_frames())] == [StreamOpened]
+    # The opener grants its larger window once the response's first DATA
+    # arrives; here the acceptor has it up front, to send every frame at once.
+    acceptor.receive([(sid, Kind.WINDOW, (4 << 20) - INITIAL_WINDOW, b"")])
     batches: list[bytes] = []
 
     async def write(batch: bytes) -> None:

@@ -184,7 +184,15 @@ Event = (
 
 
 class _Stream:
-    __slots__ = ("grant", "recv_credit", "send_credit", "session", "state", "unconsumed")
+    __slots__ = (
+        "grant",
+        "grow",
+        "recv_credit",
+        "send_credit",
+        "session",
+        "state",
+        "unconsumed",
+    )
 
     def __init__(self, state: State, recv_credit: int, session: bool = False) -> None:
         self.state = state
@@ -193,6 +201,7 @@ class _Stream:
         self.recv_credit = recv_credit  # granted to the peer, not yet used
         self.unconsumed = 0  # received, not yet consumed by the application
         self.grant = 0  # consumed, not yet granted back
+        self.grow = 0  # opener: the larger window, granted once the response continues
 
     @property
     def local_open(self) -> bool:
@@ -286,13 +295,16 @@ class Connection:
             raise StreamStateError("the peer is going away: open a new connection")
         stream_id = self._next_id
         self._next_id += 1
-        self.streams[stream_id] = _Stream(
-            State.HALF_CLOSED_LOCAL if end else State.OPEN, self.window, websocket
+        # The larger window is granted with the response's first DATA that
+        # does not end it: a response of one DATA frame with END (most small
+        # ones) never needs it, and costs no WINDOW frame.
+        stream = self.streams[stream_id] = _Stream(
+            _S_HALF_CLOSED_LOCAL if end else _S_OPEN, INITIAL_WINDOW, websocket
         )
+        stream.grow = self.window - INITIAL_WINDOW
         flags = (END if end else 0) | (WEBSOCKET if websocket else 0)
         self.sessions += websocket
         self._out.append((stream_id, _OPEN, flags, payload))
-        self._grow_window(stream_id)
         return stream_id
 
     def _grow_window(self, stream_id: int) -> None:
@@ -499,7 +511,7 @@ class Connection:
         end = bool(value & END)
         self.sessions += session
         self.streams[stream_id] = _Stream(
-            State.HALF_CLOSED_REMOTE if end else State.OPEN, self.window, session
+            _S_HALF_CLOSED_REMOTE if end else _S_OPEN, self.window, session
         )
         if not end:  # after END no request data comes: no window to grow
             self._grow_window(stream_id)
@@ -529,6 +541,11 @@ class Connection:
         stream.recv_credit -= size
         stream.unconsumed += size
         end = bool(value & END)
+        if stream.grow:
+            if not end:  # more of the response follows: the larger window now
+                stream.recv_credit += stream.grow
+                self._out.append((stream_id, _WINDOW, stream.grow, b""))
+            stream.grow = 0
         if end:
             stream.state = _after_remote_end(stream.state)
             if stream.session and self.opener:

@@ -112,6 +112,7 @@ class MuxCall:
         "_messages",
         "_metadata",
         "_response_ended",
+        "_settled",
         "_state",
         "_waiter",
         "_writing_done",
@@ -125,6 +126,8 @@ class MuxCall:
         self._messages: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._credit: asyncio.Future[None] | None = None
+        # The initial metadata once settled; a future only while someone waits for it.
+        self._settled: grpc.aio.Metadata | None = None
         self._metadata: asyncio.Future[grpc.aio.Metadata] | None = None
         self._state = "open"  # open, delivered, cancelled, failed
         self._error: grpc.aio.AioRpcError | None = None
@@ -182,7 +185,7 @@ class MuxCall:
             self._check_writable()
             if sid not in proto.streams:
                 raise asyncio.InvalidStateError(ended)
-            self._credit = asyncio.get_running_loop().create_future()
+            self._credit = self._conn.loop.create_future()
             try:
                 await self._credit
             except asyncio.CancelledError:
@@ -245,7 +248,7 @@ class MuxCall:
                 raise asyncio.CancelledError
             if self._state == "delivered" or self._response_ended:
                 return grpc.aio.EOF
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._conn.loop.create_future()
             try:
                 await self._waiter
             except asyncio.CancelledError:
@@ -255,10 +258,12 @@ class MuxCall:
                 self._waiter = None
 
     async def initial_metadata(self) -> grpc.aio.Metadata:
+        if self._settled is None and (self._state != "open" or self._messages):
+            self._settled = _NO_METADATA
+        if self._settled is not None:
+            return self._settled
         if self._metadata is None:
             self._metadata = asyncio.get_running_loop().create_future()
-            if self._state != "open" or self._messages:
-                self._metadata.set_result(_NO_METADATA)
         return await asyncio.shield(self._metadata)
 
     async def code(self) -> grpc.StatusCode:
@@ -280,10 +285,11 @@ class MuxCall:
                 future.set_result(None)
 
     def _settle_metadata(self, metadata: grpc.aio.Metadata = _NO_METADATA) -> None:
+        if self._settled is not None:
+            return
+        self._settled = metadata
         future = self._metadata
-        if future is None:
-            future = self._metadata = asyncio.get_running_loop().create_future()
-        if not future.done():
+        if future is not None and not future.done():
             future.set_result(metadata)
 
     def received(self, payload: Any, end: bool) -> None:
@@ -322,6 +328,7 @@ class MuxConnection:
         carrier: Any = None,
     ) -> None:
         self.proto = Connection(opener=True, window=window)
+        self.loop = asyncio.get_running_loop()
         # The carrier moves batches: a Connect call, or a same-host lane
         # (transport/lane.py) with the same read/write/cancel calls.
         if carrier is None:
@@ -344,7 +351,7 @@ class MuxConnection:
 
     def start(self) -> None:
         self.sender.start()
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._reader = self.loop.create_task(self._read())
 
     @property
     def usable(self) -> bool:
@@ -375,7 +382,7 @@ class MuxConnection:
         if stream_id in self.proto.streams:
             self.proto.deliver(stream_id)
             if self._late_kick is None:
-                self._late_kick = asyncio.get_running_loop().call_later(
+                self._late_kick = self.loop.call_later(
                     DELIVERED_DELAY, self._kick_late
                 )
 
@@ -385,7 +392,7 @@ class MuxConnection:
         self._late_kick = None
         if not self.proto.has_frames:
             return  # it left with a batch meanwhile
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         due = self.sender.sent_at + DELIVERED_DELAY
         if due > loop.time():
             self._late_kick = loop.call_at(due, self._kick_late)
@@ -399,10 +406,17 @@ class MuxConnection:
 
     async def _read(self) -> None:
         call = self._call
+        # A lane hands each batch over from its socket's callback as it
+        # arrives (no task step per batch); a Connect call is read here.
+        pump = getattr(call, "pump", None)
         error: grpc.aio.AioRpcError
         try:
             while True:
-                data = await call.read()
+                if pump is not None:
+                    await pump(self._received)
+                    data = grpc.aio.EOF
+                else:
+                    data = await call.read()
                 if data is grpc.aio.EOF:
                     code = await call.code()
                     details = await call.details()
@@ -411,8 +425,7 @@ class MuxConnection:
                         f"the plugin ended the connection ({code.name} {details})",
                     )
                     break
-                self.proven = True
-                self._apply(data)
+                self._received(data)
                 del data  # not held while the next read waits
         except grpc.aio.AioRpcError as exc:
             error = exc
@@ -427,6 +440,10 @@ class MuxConnection:
         except Exception as exc:  # a failed write surfaces here too
             error = _error(grpc.StatusCode.UNAVAILABLE, f"the connection broke: {exc!r}")
         self._fail(error)
+
+    def _received(self, data: Any) -> None:
+        self.proven = True
+        self._apply(data)
 
     def _apply(self, data: Any) -> None:
         for event in self.proto.receive(self._decode(data)):
@@ -533,10 +550,15 @@ class MuxPool:
 
     def open_call(self, kind: Callable[[Any], MuxCall] = MuxCall) -> MuxCall:
         """A new stream (``kind``: MuxCall, or a subclass for other stream kinds)."""
-        loop = asyncio.get_running_loop()
-        live = [c for c in self.connections if c.usable]
+        connections = self.connections
+        if len(connections) == 1 and self.size == 1:
+            conn = connections[0]
+            if conn.usable:
+                return kind(conn)
+        live = [c for c in connections if c.usable]
         if len(live) < self.size:
-            if self._last_error is not None and loop.time() < self._retry_at and not live:
+            retry = self._last_error is not None and not live
+            if retry and asyncio.get_running_loop().time() < self._retry_at:
                 call = kind(None)
                 call.failed(self._last_error)
                 return call
