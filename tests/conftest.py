@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis's per-example deadline is a timing assertion: with the suite
+# spread over every core next to real plugin and gateway processes, a first
+# example can take 300 ms for reasons that have nothing to do with the code.
+settings.register_profile("chunkwire", deadline=None)
+settings.load_profile("chunkwire")
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
