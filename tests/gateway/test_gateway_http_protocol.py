@@ -143,3 +143,21 @@ def test_forwarded_matches_uvicorns_middleware(allow: str, case: int) -> None:
     ours = scope()
     forwarded(middleware.trusted_hosts, ours)
     assert ours == seen[0]
+
+
+def test_a_middleware_without_trusted_hosts_helpers_keeps_wrapping_the_app(monkeypatch):
+    # Older uvicorn keeps trusted hosts as a set: its middleware is left in place.
+    original = ProxyHeadersMiddleware.__init__
+
+    def init(self, app, trusted_hosts="127.0.0.1"):
+        original(self, app, trusted_hosts)
+        self.trusted_hosts = {"127.0.0.1"}
+
+    async def call(self, scope, receive, send):
+        scope["client"] = ("192.0.2.1", 1)
+        await self.app(scope, receive, send)
+
+    monkeypatch.setattr(ProxyHeadersMiddleware, "__init__", init)
+    monkeypatch.setattr(ProxyHeadersMiddleware, "__call__", call)
+    seen, _ = serve(request(b"X-Forwarded-For: 203.0.113.9"), peer="127.0.0.1")
+    assert seen[0]["client"] == ("192.0.2.1", 1)

@@ -152,6 +152,40 @@ class GatewayCycle(RequestResponseCycle):
     joined once per list instead of once per response.
     """
 
+    def __init__(
+        self,
+        scope: Any,
+        transport: Any,
+        flow: Any,
+        logger: Any,
+        access_logger: Any,
+        access_log: bool,
+        default_headers: list[tuple[bytes, bytes]],
+        message_event: asyncio.Event,
+        expect_100_continue: bool,
+        keep_alive: bool,
+        on_response: Any,
+    ) -> None:
+        # uvicorn's, taking its arguments by position.
+        self.scope = scope
+        self.transport = transport
+        self.flow = flow
+        self.logger = logger
+        self.access_logger = access_logger
+        self.access_log = access_log
+        self.default_headers = default_headers
+        self.message_event = message_event
+        self.on_response = on_response
+        self.disconnected = False
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = expect_100_continue
+        self.body = bytearray()
+        self.more_body = True
+        self.response_started = False
+        self.response_complete = False
+        self.chunked_encoding: bool | None = None
+        self.expected_content_length = 0
+
     async def send(self, message: Any) -> None:
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
@@ -348,7 +382,9 @@ def limited_http_protocol(
             app = self.app
             self._trusted = None
             self._http_app = app
-            if type(app) is ProxyHeadersMiddleware:
+            if type(app) is ProxyHeadersMiddleware and hasattr(
+                app.trusted_hosts, "get_trusted_client_address"
+            ):  # the middleware ``forwarded`` copies; older ones keep wrapping the app
                 self._trusted = app.trusted_hosts
                 self._http_app = app.app
 
@@ -433,14 +469,17 @@ def limited_http_protocol(
             if self.transport.is_closing():
                 return
             self._idle_since = None
-            self.flow.resume_reading()
+            if self.flow.read_paused:
+                self.flow.resume_reading()
             if self.pipeline:
                 cycle, app = self.pipeline.pop()
                 self._start_asgi_task(cycle, app)
             else:
                 now = self.loop.time()
                 self._idle_since = now
-                self._ensure_tick(now, now + self.timeout_keep_alive)
+                deadline = now + self.timeout_keep_alive
+                if self._tick is None or self._tick_at > deadline:
+                    self._ensure_tick(now, deadline)
 
         def _ensure_tick(self, now: float, deadline: float) -> None:
             # The timer is never further away than the shortest timeout, so
@@ -601,17 +640,17 @@ def limited_http_protocol(
 
             existing_cycle = self.cycle
             self.cycle = cycle = GatewayCycle(
-                scope=scope,  # type: ignore[arg-type]
-                transport=self.transport,
-                flow=self.flow,
-                logger=self.logger,
-                access_logger=self.access_logger,
-                access_log=self.access_log,
-                default_headers=self.server_state.default_headers,
-                message_event=asyncio.Event(),
-                expect_100_continue=self.expect_100_continue,
-                keep_alive=http_version != "1.0" and parser.should_keep_alive(),
-                on_response=self.on_response_complete,
+                scope,
+                self.transport,
+                self.flow,
+                self.logger,
+                self.access_logger,
+                self.access_log,
+                self.server_state.default_headers,
+                asyncio.Event(),
+                self.expect_100_continue,
+                http_version != "1.0" and parser.should_keep_alive(),
+                self.on_response_complete,
             )
             scope["extensions"] = {WATCH_CLIENT: functools.partial(self._watch_client, cycle)}
             if existing_cycle is None or existing_cycle.response_complete:
