@@ -1,18 +1,25 @@
-"""GatewayCycle writes what uvicorn's RequestResponseCycle writes, and fails where it fails."""
+"""GatewayCycle writes what uvicorn's RequestResponseCycle writes, and fails where it fails.
+
+Heads marked CHECKED_HEAD take GatewayCycle's short way only when the gateway
+could have sent them (lowercase token names, valid values, no
+Transfer-Encoding); every other case is left unmarked and must pass through
+uvicorn's send unchanged."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import pytest
+from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from chunkwire.gateway import http_server
 from chunkwire.gateway.http_server import GatewayCycle
-from chunkwire.gateway.types import BODY_FOLLOWS
+from chunkwire.gateway.types import BODY_FOLLOWS, CHECKED_HEAD
 
 # Nothing here talks to a plugin: once is enough.
 pytestmark = pytest.mark.only_transports("call")
@@ -158,38 +165,93 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def gateway_could_send(message: dict[str, Any]) -> bool:
+    """What response_head.py lets through: the promise CHECKED_HEAD makes."""
+    if message.get("type") != "http.response.start" or message.get("status") not in range(100, 600):
+        return False
+    return all(
+        type(name) is bytes
+        and _TOKEN.fullmatch(name)
+        and name != b"transfer-encoding"
+        and not _BAD_VALUE.search(value)
+        and (name != b"content-length" or value.isdigit())
+        for name, value in message.get("headers", ())
+    )
+
+
+def marked(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**m, CHECKED_HEAD: True} if gateway_could_send(m) else m for m in messages]
+
+
+CHECKABLE = [case for case in CASES if gateway_could_send(CASES[case][0][0])]
+# Checked heads that take the short way: uvicorn's send writes the access log,
+# and default headers that frame the response or are invalid.
+SHORT = [
+    case for case in CHECKABLE
+    if not CASES[case][1].get("access_log") and case not in ("defaults with framing", "bad default")
+]
+
+
+def test_the_cases_cover_both_ways() -> None:
+    assert len(CHECKABLE) >= 12
+    assert len(CASES) - len(CHECKABLE) >= 12
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_same_bytes_and_errors_as_uvicorn(case: str) -> None:
     messages, options = CASES[case]
     expected = run(RequestResponseCycle, messages, **options)
-    # Twice: the second run takes the cached names and default headers.
-    assert run(GatewayCycle, messages, **options) == expected
-    assert run(GatewayCycle, messages, **options) == expected
+    # Twice: the second run takes the default headers already written once.
+    assert run(GatewayCycle, marked(messages), **options) == expected
+    assert run(GatewayCycle, marked(messages), **options) == expected
+
+
+class CountingPattern:
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self.pattern = pattern
+        self.searches = 0
+
+    def search(self, data: bytes) -> Any:
+        self.searches += 1
+        return self.pattern.search(data)
+
+
+@pytest.mark.parametrize("case", SHORT)
+def test_a_checked_head_is_written_without_searching_its_headers(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = CountingPattern(httptools_impl.HEADER_RE)
+    values = CountingPattern(httptools_impl.HEADER_VALUE_RE)
+    monkeypatch.setattr(httptools_impl, "HEADER_RE", names)
+    monkeypatch.setattr(httptools_impl, "HEADER_VALUE_RE", values)
+    monkeypatch.setattr(http_server, "HEADER_RE", names)
+    monkeypatch.setattr(http_server, "HEADER_VALUE_RE", values)
+    messages, options = CASES[case]
+    expected = run(RequestResponseCycle, messages, **options)
+    searched = names.searches + values.searches
+    assert searched > 0  # uvicorn's send searches every header
+    run(GatewayCycle, marked(messages), **options)  # writes the defaults once
+    names.searches = values.searches = 0
+    assert run(GatewayCycle, marked(messages), **options) == expected
+    assert names.searches + values.searches == 0
 
 
 def test_a_new_default_header_list_is_written_not_the_cached_one() -> None:
     first = [(b"date", b"Thu, 26 Nov 2026 21:00:00 GMT"), (b"server", b"uvicorn")]
     second = [(b"date", b"Thu, 26 Nov 2026 21:00:01 GMT"), (b"server", b"uvicorn")]
-    messages = [start(200, [(b"content-length", b"0")]), part(b"")]
+    messages = marked([start(200, [(b"content-length", b"0")]), part(b"")])
+    assert CHECKED_HEAD in messages[0]
     for defaults in (first, second, first):
         calls, error, _, _ = run(GatewayCycle, messages, defaults=defaults)
         assert error is None
         assert calls == run(RequestResponseCycle, messages, defaults=defaults)[0]
 
 
-def test_the_name_cache_stops_growing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http_server, "_NAMES", {})
-    monkeypatch.setattr(http_server, "_MAX_NAMES", 3)
-    headers = [(b"x-%d" % i, b"v") for i in range(10)] + [(b"content-length", b"0")]
-    messages = [start(200, headers), part(b"")]
-    assert run(GatewayCycle, messages) == run(RequestResponseCycle, messages)
-    assert len(http_server._NAMES) == 3
-    # Names past the limit are still checked.
-    bad = [start(200, [*headers, (b"x y", b"1")])]
-    assert run(GatewayCycle, bad)[1] == "RuntimeError: Invalid HTTP header name."
-
-
-@pytest.mark.parametrize("case", ["content-length", "HEAD", "204", "no keep-alive"])
+@pytest.mark.parametrize("case", ["connection keep-alive", "204", "304", "no keep-alive"])
 def test_body_follows_joins_head_and_body_into_one_write(case: str) -> None:
     messages, options = CASES[case]
     expected, error, completed, _ = run(RequestResponseCycle, messages, **options)
@@ -212,7 +274,7 @@ def test_body_follows_joins_head_and_body_into_one_write(case: str) -> None:
             keep_alive=options.get("keep_alive", True),
             on_response=lambda: None,
         )
-        await cycle.send({**messages[0], BODY_FOLLOWS: True})
+        await cycle.send({**marked(messages)[0], BODY_FOLLOWS: True})
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert inner.calls == []  # held for the body, not written at the end of the turn
@@ -222,3 +284,34 @@ def test_body_follows_joins_head_and_body_into_one_write(case: str) -> None:
     writes = b"".join(data for kind, data in expected if kind == "write")
     closes = [call for call in expected if call[0] == "close"]
     assert asyncio.run(body()) == [("write", writes), *closes]
+
+
+def test_a_head_answer_is_written_at_once_even_if_its_body_follows() -> None:
+    # A HEAD answer writes no body: a head held for one would never leave.
+    messages, options = CASES["HEAD"]
+    expected, error, _, _ = run(RequestResponseCycle, messages, **options)
+    assert error is None
+
+    async def body() -> list[tuple[str, bytes]]:
+        inner = Recording()
+        transport = http_server.CoalescingTransport(inner, asyncio.get_running_loop())
+        cycle = GatewayCycle(
+            scope={"type": "http", "method": "HEAD", "http_version": "1.1", "path": "/",
+                   "query_string": b""},
+            transport=transport,  # type: ignore[arg-type]
+            flow=FlowControl(inner),  # type: ignore[arg-type]
+            logger=logging.getLogger("test.cycle"),
+            access_logger=logging.getLogger("test.cycle.access"),
+            access_log=False,
+            default_headers=DEFAULTS,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=True,
+            on_response=lambda: None,
+        )
+        await cycle.send({**marked(messages)[0], BODY_FOLLOWS: True})
+        await cycle.send(messages[1])
+        await asyncio.sleep(0)
+        return inner.calls
+
+    assert asyncio.run(body()) == expected

@@ -51,7 +51,7 @@ import grpc.aio
 from .._core import decode_response_frame, encode_request_frame, join_request_frame
 from .._errors import FrameError
 from .response_head import BadResponse, check_raw_response_head
-from .types import BODY_FOLLOWS, Message, Receive, Send, WatchClient
+from .types import BODY_FOLLOWS, CHECKED_HEAD, Message, Receive, Send, WatchClient
 
 log = logging.getLogger("chunkwire.gateway")
 
@@ -810,7 +810,12 @@ class Forward:
             # cannot carry another request.
             headers.append((b"connection", b"close"))
         self._started = True
-        start = {"type": "http.response.start", "status": head.status, "headers": headers}
+        start = {
+            "type": "http.response.start",
+            "status": head.status,
+            "headers": headers,
+            CHECKED_HEAD: True,
+        }
         if complete or not head.body_allowed:
             # The body goes in this task step: below, or as _relay's next send.
             start[BODY_FOLLOWS] = True

@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import urllib.parse
 from typing import Any
 
-import httptools
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -34,9 +30,8 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
-from .types import BODY_FOLLOWS, WATCH_CLIENT
+from .types import BODY_FOLLOWS, CHECKED_HEAD, WATCH_CLIENT
 
 DEFAULT_HEADER_TIMEOUT = 30.0
 # After a refusal, what the client still sends is read and dropped for a
@@ -127,220 +122,103 @@ class CoalescingTransport:
         return getattr(self.transport, name)
 
 
-# Header names seen before and found valid, as uvicorn writes them
-# (lowercased). Responses send the same few names again and again; the cache
-# stops growing at _MAX_NAMES (new names then cost the full check, never
-# memory).
-_NAMES: dict[bytes, bytes] = {}
-_MAX_NAMES = 1024
-# The names uvicorn's cycle acts on, beyond writing them.
+# The names whose values frame a response (length, chunking, keep-alive).
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-# The server's default headers (Date, Server; a new list every second), as
-# written, for the list they were written from.
-_defaults: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
+# The server's default headers (Date, Server: a new list every second) as
+# written, for the list they were written from; b"" while that list cannot
+# take the short way.
+_defaults: tuple[object, bytes | None] = (None, None)
+
+
+def _written_defaults(defaults: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The default header lines, or None if they need uvicorn's send (they
+    frame the response, or one of them is invalid: uvicorn raises for it)."""
+    global _defaults
+    if _defaults[0] is defaults:
+        return _defaults[1]
+    lines: bytes | None = b""
+    for name, value in defaults:
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+            lines = None
+            break
+        lower = bytes(name).lower()
+        if lower in _FRAMING:
+            lines = None
+            break
+        lines += lower + b": " + bytes(value) + b"\r\n"
+    _defaults = (defaults, lines)
+    return lines
 
 
 class GatewayCycle(RequestResponseCycle):
-    """uvicorn's request/response cycle with a cheaper ``send``.
+    """uvicorn's request/response cycle, with a short way for the heads the gateway checked.
 
-    The same checks and the same bytes on the wire as uvicorn's: every header
-    name must pass ``HEADER_RE`` and every value ``HEADER_VALUE_RE``, names
-    are lowercased, Content-Length, Transfer-Encoding and Connection frame
-    the response as uvicorn frames it. What changes is the cost: a name
-    already found valid is looked up instead of searched again, and the
-    server's default headers (the same list for a second) are checked and
-    joined once per list instead of once per response.
+    uvicorn's ``send`` searches every header name and value of a response,
+    and the server's Date and Server headers, with its patterns. A start
+    message marked CHECKED_HEAD comes from the gateway, which has checked
+    its headers already, more strictly (``response_head.py``): lowercase
+    RFC 9110 token names, values without control characters but HTAB, no
+    Transfer-Encoding. Such a head is written here with the bytes and the
+    framing state (length, chunking, keep-alive) uvicorn's ``send`` gives it,
+    without the searches; the default headers are checked and joined once
+    per list. Every other message, and a head while writing is paused, the
+    client is gone or the access log is on, goes through uvicorn's ``send``.
     """
 
-    def __init__(
-        self,
-        scope: Any,
-        transport: Any,
-        flow: Any,
-        logger: Any,
-        access_logger: Any,
-        access_log: bool,
-        default_headers: list[tuple[bytes, bytes]],
-        message_event: asyncio.Event,
-        expect_100_continue: bool,
-        keep_alive: bool,
-        on_response: Any,
-    ) -> None:
-        # uvicorn's, taking its arguments by position.
-        self.scope = scope
-        self.transport = transport
-        self.flow = flow
-        self.logger = logger
-        self.access_logger = access_logger
-        self.access_log = access_log
-        self.default_headers = default_headers
-        self.message_event = message_event
-        self.on_response = on_response
-        self.disconnected = False
-        self.keep_alive = keep_alive
-        self.waiting_for_100_continue = expect_100_continue
-        self.body = bytearray()
-        self.more_body = True
-        self.response_started = False
-        self.response_complete = False
-        self.chunked_encoding: bool | None = None
-        self.expected_content_length = 0
-
     async def send(self, message: Any) -> None:
-        if self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()
-        if self.disconnected:
-            return
-        if not self.response_started:
-            if message["type"] != "http.response.start":
-                raise RuntimeError(
-                    f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
-                )
-            self.response_started = True
-            self.waiting_for_100_continue = False
-            status_code = message["status"]
-            scope = self.scope
-            if self.access_log:
-                self.access_logger.info(
-                    '%s - "%s %s HTTP/%s" %d',
-                    get_client_addr(scope),  # type: ignore[arg-type]
-                    scope["method"],
-                    get_path_with_query_string(scope),  # type: ignore[arg-type]
-                    scope["http_version"],
-                    status_code,
-                )
-            content = [STATUS_LINE[status_code]]
-            close = self._add_defaults(content)
-            if self._add_headers(content, message.get("headers", ())):
-                close = True
-            if not self.keep_alive and not close:
-                content.append(b"connection: close\r\n")
-            if (
-                self.chunked_encoding is None
-                and scope["method"] != "HEAD"
-                and status_code not in (204, 304)
-            ):
-                # Neither content-length nor transfer-encoding specified
-                self.chunked_encoding = True
-                content.append(b"transfer-encoding: chunked\r\n")
-            content.append(b"\r\n")
-            if message.get(BODY_FOLLOWS) and type(self.transport) is CoalescingTransport:
-                self.transport.hold(b"".join(content))
-            else:
-                self.transport.write(b"".join(content))
-        elif not self.response_complete:
-            if message["type"] != "http.response.body":
-                raise RuntimeError(
-                    f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
-                )
-            body = message.get("body", b"")
-            more_body = message.get("more_body", False)
-            if self.scope["method"] == "HEAD":
-                self.expected_content_length = 0
-                if type(self.transport) is CoalescingTransport:
-                    self.transport.flush()  # nothing else writes a held head
-            elif self.chunked_encoding:
-                chunk = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
-                if not more_body:
-                    chunk.append(b"0\r\n\r\n")
-                self.transport.write(b"".join(chunk))
-            else:
-                size = len(body)
-                if size > self.expected_content_length:
-                    raise RuntimeError("Response content longer than Content-Length")
-                self.expected_content_length -= size
-                self.transport.write(body)
-            if not more_body:
-                if self.expected_content_length != 0:
-                    raise RuntimeError("Response content shorter than Content-Length")
-                self.response_complete = True
-                self.message_event.set()
-                if not self.keep_alive:
-                    self.transport.close()
-                self.on_response()
-        else:
-            raise RuntimeError(
-                f"Unexpected ASGI message '{message['type']}' sent,"
-                " after response already completed."
-            )
-
-    def _add_defaults(self, content: list[bytes]) -> bool:
-        global _defaults
-        defaults = self.default_headers
-        cached, blob = _defaults
-        if cached is defaults:
-            content.append(blob)
-            return False
-        start = len(content)
-        close = self._add_headers(content, defaults)
-        if self.chunked_encoding is None and not close and not any(
-            bytes(name).lower() in _FRAMING for name, _ in defaults
+        if (
+            message.get(CHECKED_HEAD)
+            and not self.response_started
+            and not self.access_log
+            and not self.flow.write_paused
+            and not self.disconnected
         ):
-            # Plain headers only (uvicorn's own): the same bytes every time.
-            _defaults = (defaults, b"".join(content[start:]))
-        return close
+            defaults = _written_defaults(self.default_headers)
+            if defaults is not None:
+                head = self._checked_head(message, defaults)
+                transport = self.transport
+                if (
+                    message.get(BODY_FOLLOWS)
+                    and type(transport) is CoalescingTransport
+                    and self.scope["method"] != "HEAD"  # a HEAD answer writes no body
+                ):
+                    transport.hold(head)
+                else:
+                    transport.write(head)
+                return
+        await super().send(message)
 
-    def _add_headers(self, content: list[bytes], headers: Any) -> bool:
-        """Check and append ``headers`` as uvicorn does; True if one says Connection: close."""
+    def _checked_head(self, message: Any, defaults: bytes) -> bytes:
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        status = message["status"]
+        lines = [STATUS_LINE[status], defaults]
         close = False
-        names = _NAMES
-        bad_value = HEADER_VALUE_RE.search
-        for raw_name, value in headers:
-            try:
-                name = names.get(raw_name)
-            except TypeError:  # a bytearray: checked every time
-                name = None
-            if name is None:
-                if HEADER_RE.search(raw_name):
-                    raise RuntimeError("Invalid HTTP header name.")
-                name = bytes(raw_name).lower()
-                if len(names) < _MAX_NAMES and type(raw_name) is bytes:
-                    names[raw_name] = name
-            if bad_value(value):
-                raise RuntimeError("Invalid HTTP header value.")
+        for name, value in message["headers"]:
             if name in _FRAMING:
                 if name == b"content-length":
                     if self.chunked_encoding is None:
-                        self.expected_content_length = int(value.decode())
                         self.chunked_encoding = False
-                elif name == b"transfer-encoding":
-                    if value.lower() == b"chunked":
-                        self.expected_content_length = 0
-                        self.chunked_encoding = True
-                elif b"close" in [token.lower().strip() for token in value.split(b",")]:
-                    self.keep_alive = False
-                    close = True
-            content += (name, b": ", value, b"\r\n")
-        return close
-
-
-def forwarded(trusted: Any, scope: dict[str, Any]) -> None:
-    """What uvicorn's ProxyHeadersMiddleware does to an HTTP request's scope.
-
-    The protocol applies it as the request's head completes and starts the
-    application the middleware wraps: the same scope, without a coroutine and
-    a call per request. ``trusted`` is the middleware's ``trusted_hosts``.
-    """
-    client = scope.get("client")
-    if (client[0] if client else None) not in trusted:
-        return
-    proto: bytes | None = None
-    forwarded_for: list[bytes] = []
-    for name, value in scope["headers"]:
-        if name == b"x-forwarded-proto":
-            proto = value
-        elif name == b"x-forwarded-for":
-            forwarded_for.append(value)
-    if proto is not None:
-        scheme = proto.decode("latin1").strip()
-        if scheme in {"http", "https", "ws", "wss"}:
-            scope["scheme"] = scheme
-    if forwarded_for:
-        host, port = trusted.get_trusted_client_address(
-            b", ".join(forwarded_for).decode("latin1")
-        )
-        if host:
-            scope["client"] = (host, port)
+                        self.expected_content_length = int(value)
+                elif name == b"connection":
+                    if b"close" in [token.strip().lower() for token in value.split(b",")]:
+                        self.keep_alive = False
+                        close = True
+                elif value.lower() == b"chunked":
+                    self.chunked_encoding = True
+                    self.expected_content_length = 0
+            lines += (name, b": ", value, b"\r\n")
+        if not self.keep_alive and not close:
+            lines.append(b"connection: close\r\n")
+        if (
+            self.chunked_encoding is None
+            and status not in (204, 304)
+            and self.scope["method"] != "HEAD"
+        ):
+            self.chunked_encoding = True
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
 
 def _plain(status: bytes, text: bytes) -> bytes:
@@ -374,19 +252,6 @@ def limited_http_protocol(
         # (the WATCH_CLIENT extension); _lost once the connection is gone.
         _client_watch: tuple[RequestResponseCycle, Any] | None = None
         _lost = False
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            # uvicorn's proxy headers middleware (on by default) is applied by
-            # on_headers_complete to HTTP requests (see ``forwarded``).
-            app = self.app
-            self._trusted = None
-            self._http_app = app
-            if type(app) is ProxyHeadersMiddleware and hasattr(
-                app.trusted_hosts, "get_trusted_client_address"
-            ):  # the middleware ``forwarded`` copies; older ones keep wrapping the app
-                self._trusted = app.trusted_hosts
-                self._http_app = app.app
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -423,23 +288,9 @@ def limited_http_protocol(
 
         _linger_budget = _LINGER_BYTES
 
-        # The parser callbacks below are uvicorn's with the limits folded in
-        # (one call per callback, not two).
-
         def data_received(self, data: bytes) -> None:
             if not self._refused:
-                self._idle_since = None  # _unset_keepalive_if_required
-                try:
-                    self.parser.feed_data(data)
-                except httptools.HttpParserError:
-                    msg = "Invalid HTTP request received."
-                    self.logger.warning(msg)
-                    self.send_400_response(msg)
-                except httptools.HttpParserUpgrade:
-                    if self._should_upgrade():
-                        self.handle_websocket_upgrade()
-                    else:
-                        self._unsupported_upgrade_warning()
+                super().data_received(data)
                 return
             self._linger_budget -= len(data)
             if self._linger_budget < 0 and not self.transport.is_closing():
@@ -542,7 +393,8 @@ def limited_http_protocol(
                     self.loop.call_later(_LINGER_SECONDS, transport.close)
             self.logger.info("%s:%d - %s", *(self.client or ("?", 0)), text)
 
-        def _check_limits(self) -> None:
+        def _grow(self, size: int) -> bool:
+            self._header_bytes += size
             if self._header_count > max_header_count:
                 self._refuse(
                     b"431 Request Header Fields Too Large",
@@ -553,126 +405,41 @@ def limited_http_protocol(
                     b"431 Request Header Fields Too Large",
                     f"request header block larger than {max_header_size} bytes",
                 )
+            return not self._refused
 
         def on_message_begin(self) -> None:
             self._header_bytes = self._header_count = 0
-            self.url = b""
-            self.expect_100_continue = False
-            self.headers = []
-            self.scope = {  # type: ignore[typeddict-item]
-                "type": "http",
-                "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
-                "http_version": "1.1",
-                "server": self.server,
-                "client": self.client,
-                "scheme": self.scheme,  # type: ignore[typeddict-item]
-                "root_path": self.root_path,
-                "headers": self.headers,
-                "state": self.app_state.copy(),
-            }
+            super().on_message_begin()
             self._arm()
 
         def on_url(self, url: bytes) -> None:
-            self._header_bytes += len(url)
-            if (
-                self._refused
-                or self._header_bytes > max_header_size
-                or self._header_count > max_header_count
-            ):
-                self._check_limits()
-                return
-            self.url += url
+            if self._grow(len(url)):
+                super().on_url(url)
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self._header_count += 1
-            self._header_bytes += len(name) + len(value) + 4
-            if (
-                self._refused
-                or self._header_bytes > max_header_size
-                or self._header_count > max_header_count
-            ):
-                self._check_limits()
-                return
-            name = name.lower()
-            if name == b"expect" and value.lower() == b"100-continue":
-                self.expect_100_continue = True
-            self.headers.append((name, value))
+            if self._grow(len(name) + len(value) + 4):
+                super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
-            # uvicorn's, with a GatewayCycle for the request and the
-            # WATCH_CLIENT extension in its scope.
             self._disarm()
-            if self._refused:
-                return
-            parser = self.parser
-            scope = self.scope
-            http_version = parser.get_http_version()
-            scope["method"] = parser.get_method().decode("ascii")
-            if http_version != "1.1":
-                scope["http_version"] = http_version
-            if parser.should_upgrade() and self._should_upgrade():
-                return
-            parsed_url = httptools.parse_url(self.url)
-            raw_path = parsed_url.path
-            path = raw_path.decode("ascii")
-            if "%" in path:
-                path = urllib.parse.unquote(path)
-            root_path = self.root_path
-            if root_path:
-                scope["path"] = root_path + path
-                scope["raw_path"] = root_path.encode("ascii") + raw_path
-            else:
-                scope["path"] = path
-                scope["raw_path"] = raw_path
-            scope["query_string"] = parsed_url.query or b""
-
-            # Handle 503 responses when 'limit_concurrency' is exceeded.
-            limit = self.limit_concurrency
-            if limit is not None and (
-                len(self.connections) >= limit or len(self.tasks) >= limit
-            ):
-                app = service_unavailable
-                self.logger.warning("Exceeded concurrency limit.")
-            else:
-                app = self._http_app
-                if self._trusted is not None:
-                    forwarded(self._trusted, scope)
-
-            existing_cycle = self.cycle
-            self.cycle = cycle = GatewayCycle(
-                scope,
-                self.transport,
-                self.flow,
-                self.logger,
-                self.access_logger,
-                self.access_log,
-                self.server_state.default_headers,
-                asyncio.Event(),
-                self.expect_100_continue,
-                http_version != "1.0" and parser.should_keep_alive(),
-                self.on_response_complete,
-            )
-            scope["extensions"] = {WATCH_CLIENT: functools.partial(self._watch_client, cycle)}
-            if existing_cycle is None or existing_cycle.response_complete:
-                # Standard case - start processing the request.
-                self._start_asgi_task(cycle, app)
-            else:
-                # Pipelined HTTP requests need to be queued up.
-                self.flow.pause_reading()
-                self.pipeline.appendleft((cycle, app))
+            if not self._refused:
+                super().on_headers_complete()
+                cycle = self.cycle
+                if cycle is not None and cycle.scope is self.scope:
+                    # uvicorn built the cycle; the gateway's adds a send path only.
+                    if type(cycle) is RequestResponseCycle:
+                        cycle.__class__ = GatewayCycle
+                    self.scope["extensions"] = {
+                        WATCH_CLIENT: functools.partial(self._watch_client, cycle)
+                    }
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:
                 super().on_body(body)
 
         def on_message_complete(self) -> None:
-            if self._refused:
-                return
-            if (
-                self.parser.should_upgrade() and self._should_upgrade()
-            ) or self.cycle.response_complete:
-                return
-            self.cycle.more_body = False
-            self.cycle.message_event.set()
+            if not self._refused:
+                super().on_message_complete()
 
     return LimitedHttpToolsProtocol

@@ -27,6 +27,12 @@ WatchClient = Callable[[Callable[[], None]], None]
 # own at the end of the loop turn; other servers ignore the key.
 BODY_FOLLOWS = "chunkwire.body_follows"
 
+# ``http.response.start`` key (True): the gateway has checked these headers
+# (response_head.py: lowercase token names, valid values, no
+# Transfer-Encoding), so chunkwire's own HTTP server writes them without
+# searching each again; other servers ignore the key.
+CHECKED_HEAD = "chunkwire.checked_head"
+
 
 class HTTPScope(TypedDict):
     type: Literal["http"]
