@@ -731,11 +731,13 @@ class LaneSender(BatchSender):
                     finally:
                         self._writing = False
                     self._full = False
-                taken, self._taken = self._taken, []
-                for frame in taken:
-                    if frame[1] == _DATA and rings.writer is not None:
-                        frame = await self._ringed(frame, writer, rings)
-                    await self._add(writer, frame)
+                if self._taken:
+                    taken, self._taken = self._taken, []
+                    for frame in taken:
+                        if frame[1] == _DATA and rings.writer is not None:
+                            frame = await self._ringed(frame, writer, rings)
+                        await self._add(writer, frame)
+                    del taken, frame  # not held (with their bodies) while the task waits
                 if len(writer) and not proto.has_frames and not rings.owed:
                     await self._send(writer.take())
                 while proto.has_frames or rings.owed:
