@@ -345,6 +345,9 @@ class _Records(asyncio.Protocol):
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._sink: Callable[[bytes], object] | None = None
+        # The loop, once known: asyncio.get_running_loop() is a getpid() system
+        # call on Python 3.11, and a reader waits once per record.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -412,6 +415,12 @@ class _Records(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _future(self) -> asyncio.Future[None]:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.create_future()
+
     def _resume(self) -> None:
         if self._queued + len(self._buffer) <= self.limit // 2:
             self._paused = False
@@ -474,7 +483,7 @@ class _Records(asyncio.Protocol):
                     raise LaneError(f"truncated length prefix ({got} of {PREFIX.size} bytes)")
                 (size,) = PREFIX.unpack_from(self._buffer)
                 raise LaneError(f"truncated record ({got - PREFIX.size} of {size} bytes)")
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._future()
             try:
                 await self._waiter
             finally:
@@ -493,7 +502,7 @@ class _Records(asyncio.Protocol):
     async def drain(self) -> None:
         """Return once the socket's buffer has room (ConnectionResetError once lost)."""
         while self._write_paused and not self._lost:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = self._future()
             try:
                 await self._drained
             finally:
@@ -638,7 +647,8 @@ class LaneSender(BatchSender):
 
     @property
     def done(self) -> bool:
-        return self.failed is not None or super().done
+        task = self._task
+        return self.failed is not None or task is None or task.done()
 
     def _to_task(self) -> None:
         self._idle = False
@@ -721,11 +731,13 @@ class LaneSender(BatchSender):
                     finally:
                         self._writing = False
                     self._full = False
-                taken, self._taken = self._taken, []
-                for frame in taken:
-                    if frame[1] == _DATA and rings.writer is not None:
-                        frame = await self._ringed(frame, writer, rings)
-                    await self._add(writer, frame)
+                if self._taken:
+                    taken, self._taken = self._taken, []
+                    for frame in taken:
+                        if frame[1] == _DATA and rings.writer is not None:
+                            frame = await self._ringed(frame, writer, rings)
+                        await self._add(writer, frame)
+                    del taken, frame  # not held (with their bodies) while the task waits
                 if len(writer) and not proto.has_frames and not rings.owed:
                     await self._send(writer.take())
                 while proto.has_frames or rings.owed:
