@@ -56,6 +56,15 @@ log = logging.getLogger("chunkwire.plugin")
 
 _EOF = object()  # the request messages of a closed stream have ended
 _READ_EOF = grpc.aio.EOF  # what the context's read() returns at the end
+class _Stop(Exception):
+    """Ends a lane's pump: the batch's error (the connection fails), or None
+    for a sender that broke."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 _CLOSED = object()  # the gateway ended the connection
 _CLIENT_GONE = "the client went away; the response cannot be sent"
 
@@ -256,7 +265,21 @@ class _PluginConnection:
         reason = "the gateway closed the connection"
         read = self.context.read
         sender = self.sender
+        pump = getattr(self.context, "pump", None)
         try:
+            if pump is not None:
+                # A lane hands each batch over from its socket's callback as
+                # it arrives: no task step per batch.
+                try:
+                    await pump(self._apply_or_stop)
+                except _Stop as stop:
+                    if stop.error is None:
+                        reason = "the connection broke"
+                    else:
+                        await self._fail(stop.error)
+                        return
+                await self._end(reason)
+                return
             while True:
                 # The batch is applied in a call of its own: nothing here
                 # holds it (or its frames) while the next read waits.
@@ -264,11 +287,7 @@ class _PluginConnection:
                 if error is _CLOSED:
                     break
                 if error is not None:
-                    what = "malformed batch: " if isinstance(error, FrameError) else ""
-                    reason = f"connection failed: {what}{error}"
-                    log.warning("multiplexed connection failed: %s%s", what, error)
-                    await self._end(reason)
-                    await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:200])
+                    await self._fail(error)
                     return
                 if sender.failed is not None and sender.done:
                     reason = "the connection broke"
@@ -279,6 +298,22 @@ class _PluginConnection:
         except Exception as exc:
             reason = f"the connection broke: {exc!r}"
         await self._end(reason)
+
+    async def _fail(self, error: BaseException) -> None:
+        what = "malformed batch: " if isinstance(error, FrameError) else ""
+        reason = f"connection failed: {what}{error}"
+        log.warning("multiplexed connection failed: %s%s", what, error)
+        await self._end(reason)
+        await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:200])
+
+    def _apply_or_stop(self, data: Any) -> None:
+        """``_apply`` as a lane's pump calls it: _Stop ends the pumping."""
+        error = self._apply(data)
+        if error is not None:
+            raise _Stop(error)  # type: ignore[arg-type]
+        sender = self.sender
+        if sender.failed is not None and sender.done:
+            raise _Stop(None)
 
     def _apply(self, data: Any) -> object:
         """One received batch: None, _CLOSED at the end, or the error that fails the connection."""

@@ -1246,6 +1246,17 @@ class LaneContext:
             return grpc.aio.EOF
         return grpc.aio.EOF if record is None else record
 
+    async def pump(self, sink: Callable[[bytes], object]) -> None:
+        """``read()`` for every record, each handed to ``sink`` from the socket's
+        callback as it arrives; returns where ``read()`` would return EOF. What
+        the sink raises ends the pumping and is raised here."""
+        try:
+            await self._link.pump(sink)
+        except LaneError as exc:
+            log.warning("lane from %s failed: %s", self.peer, exc)
+        except OSError:
+            pass
+
     async def write(self, record: bytes) -> None:
         await self._link.write(record)
 
