@@ -251,6 +251,26 @@ def test_a_new_default_header_list_is_written_not_the_cached_one() -> None:
         assert calls == run(RequestResponseCycle, messages, defaults=defaults)[0]
 
 
+def coalescing_cycle(inner: Recording, options: dict[str, Any]) -> GatewayCycle:
+    """A GatewayCycle writing through chunkwire's CoalescingTransport to ``inner``."""
+    return GatewayCycle(
+        scope={"type": "http", "method": options.get("method", "GET"),  # type: ignore[arg-type]
+               "http_version": "1.1", "path": "/", "query_string": b""},
+        transport=http_server.CoalescingTransport(  # type: ignore[arg-type]
+            inner, asyncio.get_running_loop()
+        ),
+        flow=FlowControl(inner),  # type: ignore[arg-type]
+        logger=logging.getLogger("test.cycle"),
+        access_logger=logging.getLogger("test.cycle.access"),
+        access_log=False,
+        default_headers=DEFAULTS,
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=options.get("keep_alive", True),
+        on_response=lambda: None,
+    )
+
+
 @pytest.mark.parametrize("case", ["connection keep-alive", "204", "304", "no keep-alive"])
 def test_body_follows_joins_head_and_body_into_one_write(case: str) -> None:
     messages, options = CASES[case]
@@ -259,21 +279,7 @@ def test_body_follows_joins_head_and_body_into_one_write(case: str) -> None:
 
     async def body() -> list[tuple[str, object]]:
         inner = Recording()
-        transport = http_server.CoalescingTransport(inner, asyncio.get_running_loop())
-        cycle = GatewayCycle(
-            scope={"type": "http", "method": options.get("method", "GET"),
-                   "http_version": "1.1", "path": "/", "query_string": b""},
-            transport=transport,  # type: ignore[arg-type]
-            flow=FlowControl(inner),  # type: ignore[arg-type]
-            logger=logging.getLogger("test.cycle"),
-            access_logger=logging.getLogger("test.cycle.access"),
-            access_log=False,
-            default_headers=DEFAULTS,
-            message_event=asyncio.Event(),
-            expect_100_continue=False,
-            keep_alive=options.get("keep_alive", True),
-            on_response=lambda: None,
-        )
+        cycle = coalescing_cycle(inner, options)
         await cycle.send({**marked(messages)[0], BODY_FOLLOWS: True})
         await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -294,21 +300,7 @@ def test_a_head_answer_is_written_at_once_even_if_its_body_follows() -> None:
 
     async def body() -> list[tuple[str, bytes]]:
         inner = Recording()
-        transport = http_server.CoalescingTransport(inner, asyncio.get_running_loop())
-        cycle = GatewayCycle(
-            scope={"type": "http", "method": "HEAD", "http_version": "1.1", "path": "/",
-                   "query_string": b""},
-            transport=transport,  # type: ignore[arg-type]
-            flow=FlowControl(inner),  # type: ignore[arg-type]
-            logger=logging.getLogger("test.cycle"),
-            access_logger=logging.getLogger("test.cycle.access"),
-            access_log=False,
-            default_headers=DEFAULTS,
-            message_event=asyncio.Event(),
-            expect_100_continue=False,
-            keep_alive=True,
-            on_response=lambda: None,
-        )
+        cycle = coalescing_cycle(inner, options)
         await cycle.send({**marked(messages)[0], BODY_FOLLOWS: True})
         await cycle.send(messages[1])
         await asyncio.sleep(0)

@@ -1130,19 +1130,21 @@ class LaneCarrier:
             link = await asyncio.shield(self._get_link())
         return link.rings
 
+    def _failed(self, exc: LaneError | OSError) -> grpc.aio.AioRpcError:
+        """The call error a broken lane becomes (read and pump raise it)."""
+        if isinstance(exc, LaneError):
+            log.warning("lane to plugin %r failed: %s", self._name, exc)
+            return _error(grpc.StatusCode.INTERNAL, f"the plugin broke the lane protocol: {exc}")
+        return _error(grpc.StatusCode.UNAVAILABLE, f"the lane broke: {exc}")
+
     async def read(self) -> Any:
         link = self._connected
         if link is None:
             link = await asyncio.shield(self._get_link())
         try:
             record = await link.read()
-        except LaneError as exc:
-            log.warning("lane to plugin %r failed: %s", self._name, exc)
-            raise _error(
-                grpc.StatusCode.INTERNAL, f"the plugin broke the lane protocol: {exc}"
-            ) from None
-        except OSError as exc:
-            raise _error(grpc.StatusCode.UNAVAILABLE, f"the lane broke: {exc}") from None
+        except (LaneError, OSError) as exc:
+            raise self._failed(exc) from None
         if record is None:
             return grpc.aio.EOF
         return record
@@ -1155,13 +1157,8 @@ class LaneCarrier:
             link = await asyncio.shield(self._get_link())
         try:
             await link.pump(sink)
-        except LaneError as exc:
-            log.warning("lane to plugin %r failed: %s", self._name, exc)
-            raise _error(
-                grpc.StatusCode.INTERNAL, f"the plugin broke the lane protocol: {exc}"
-            ) from None
-        except OSError as exc:
-            raise _error(grpc.StatusCode.UNAVAILABLE, f"the lane broke: {exc}") from None
+        except (LaneError, OSError) as exc:
+            raise self._failed(exc) from None
 
     async def write(self, record: bytes) -> None:
         link = self._connected
