@@ -49,6 +49,32 @@ class Recording:
         pass
 
 
+def new_cycle(
+    cls: type[RequestResponseCycle],
+    scope: dict[str, Any],
+    transport: Any,
+    flow_of: Any,
+    *,
+    defaults: list[tuple[bytes, bytes]] = DEFAULTS,
+    access_log: bool = False,
+    keep_alive: bool = True,
+    on_response: Any = lambda: None,
+) -> RequestResponseCycle:
+    return cls(
+        scope=scope,  # type: ignore[arg-type]
+        transport=transport,
+        flow=FlowControl(flow_of),
+        logger=logging.getLogger("test.cycle"),
+        access_logger=logging.getLogger("test.cycle.access"),
+        access_log=access_log,
+        default_headers=defaults,
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=keep_alive,
+        on_response=on_response,
+    )
+
+
 def run(
     cls: type[RequestResponseCycle],
     messages: list[dict[str, Any]],
@@ -71,18 +97,9 @@ def run(
             "http_version": "1.1",
             "client": ("10.0.0.1", 5000),
         }
-        cycle = cls(
-            scope=scope,  # type: ignore[arg-type]
-            transport=transport,  # type: ignore[arg-type]
-            flow=FlowControl(transport),  # type: ignore[arg-type]
-            logger=logging.getLogger("test.cycle"),
-            access_logger=logging.getLogger("test.cycle.access"),
-            access_log=access_log,
-            default_headers=defaults,
-            message_event=asyncio.Event(),
-            expect_100_continue=False,
-            keep_alive=keep_alive,
-            on_response=lambda: completed.append(1),
+        cycle = new_cycle(
+            cls, scope, transport, transport, defaults=defaults, access_log=access_log,
+            keep_alive=keep_alive, on_response=lambda: completed.append(1),
         )
         error = None
         try:
@@ -251,24 +268,13 @@ def test_a_new_default_header_list_is_written_not_the_cached_one() -> None:
         assert calls == run(RequestResponseCycle, messages, defaults=defaults)[0]
 
 
-def coalescing_cycle(inner: Recording, options: dict[str, Any]) -> GatewayCycle:
+def coalescing_cycle(inner: Recording, options: dict[str, Any]) -> RequestResponseCycle:
     """A GatewayCycle writing through chunkwire's CoalescingTransport to ``inner``."""
-    return GatewayCycle(
-        scope={"type": "http", "method": options.get("method", "GET"),  # type: ignore[arg-type]
-               "http_version": "1.1", "path": "/", "query_string": b""},
-        transport=http_server.CoalescingTransport(  # type: ignore[arg-type]
-            inner, asyncio.get_running_loop()
-        ),
-        flow=FlowControl(inner),  # type: ignore[arg-type]
-        logger=logging.getLogger("test.cycle"),
-        access_logger=logging.getLogger("test.cycle.access"),
-        access_log=False,
-        default_headers=DEFAULTS,
-        message_event=asyncio.Event(),
-        expect_100_continue=False,
-        keep_alive=options.get("keep_alive", True),
-        on_response=lambda: None,
-    )
+    scope = {"type": "http", "method": options.get("method", "GET"), "http_version": "1.1",
+             "path": "/", "query_string": b""}
+    transport = http_server.CoalescingTransport(inner, asyncio.get_running_loop())
+    return new_cycle(GatewayCycle, scope, transport, inner,
+                     keep_alive=options.get("keep_alive", True))
 
 
 @pytest.mark.parametrize("case", ["connection keep-alive", "204", "304", "no keep-alive"])

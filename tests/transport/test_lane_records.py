@@ -81,17 +81,24 @@ def test_a_record_above_the_limit_is_refused_after_the_ones_before() -> None:
     assert str(error) == f"record of {MAX + 1} bytes is larger than the limit of {MAX}"
 
 
+def _filled_until_paused() -> tuple[_Records, _Transport, bytes, int]:
+    """Records of MAX bytes fed until reading pauses: the protocol, its
+    transport, the record and how many were fed."""
+    records = _Records(MAX)
+    transport = _Transport()
+    records.connection_made(transport)  # type: ignore[arg-type]
+    record = b"r" * MAX
+    fed = 0
+    while not transport.paused and fed < 10:
+        records.data_received(_wire([record]))
+        fed += 1
+    assert transport.paused
+    return records, transport, record, fed
+
+
 def test_reading_pauses_while_records_wait_and_resumes_once_they_are_read() -> None:
     async def main() -> None:
-        records = _Records(MAX)
-        transport = _Transport()
-        records.connection_made(transport)  # type: ignore[arg-type]
-        record = b"r" * MAX
-        fed = 0
-        while not transport.paused and fed < 10:
-            records.data_received(_wire([record]))
-            fed += 1
-        assert transport.paused
+        records, transport, record, fed = _filled_until_paused()
         assert fed * MAX > records.limit >= (fed - 1) * MAX
         got = 0
         while transport.paused and got < fed:
@@ -208,14 +215,7 @@ def test_a_sink_that_raises_ends_the_pump_and_drops_the_rest() -> None:
 
 def test_a_pump_resumes_reading_paused_while_records_waited() -> None:
     async def main() -> None:
-        records = _Records(MAX)
-        transport = _Transport()
-        records.connection_made(transport)  # type: ignore[arg-type]
-        record = b"r" * MAX
-        fed = 0
-        while not transport.paused:
-            records.data_received(_wire([record]))
-            fed += 1
+        records, transport, record, fed = _filled_until_paused()
         out: list[bytes] = []
         pump = asyncio.ensure_future(records.pump(out.append))
         await asyncio.sleep(0)
